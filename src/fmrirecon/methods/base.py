@@ -1,0 +1,62 @@
+"""The one interface every reconstruction method implements."""
+
+from __future__ import annotations
+
+import abc
+import pickle
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+
+
+class ReconstructionMethod(abc.ABC):
+    """Fit on training betas and images; reconstruct images from test betas.
+
+    Images are float arrays of shape (n, H, W, C) with values in [0, 1]; betas are
+    arrays of shape (n, n_voxels). A method never sees test images.
+
+    Parameters
+    ----------
+    seed : int
+        Seed for every random choice the method makes.
+    **params
+        Method-specific settings, from the config's ``methods.<name>`` section.
+    """
+
+    name: ClassVar[str]
+
+    def __init__(self, *, seed: int = 0, **params):
+        self.seed = seed
+        self.params = params
+
+    @abc.abstractmethod
+    def fit(self, betas: np.ndarray, images: np.ndarray,
+            groups: np.ndarray | None = None) -> "ReconstructionMethod":
+        """Learn the map from training betas to images.
+
+        ``groups`` (n,) labels trials that share noise (their run), so that any
+        cross-validation inside the method leaves whole groups out.
+        """
+
+    @abc.abstractmethod
+    def decode(self, betas: np.ndarray) -> np.ndarray:
+        """Predict the method's target space (e.g. PCA coefficients, latents)."""
+
+    @abc.abstractmethod
+    def reconstruct(self, betas: np.ndarray) -> np.ndarray:
+        """Draw images, shape (n, H, W, C) in [0, 1], from betas."""
+
+    def save(self, path: str | Path) -> None:
+        """Write the fitted method to ``path`` (pickle; torch methods may override)."""
+        with open(path, "wb") as f:
+            pickle.dump(self, f, protocol=pickle.HIGHEST_PROTOCOL)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "ReconstructionMethod":
+        """Read a method written by :meth:`save`."""
+        with open(path, "rb") as f:
+            method = pickle.load(f)
+        if not isinstance(method, ReconstructionMethod):
+            raise TypeError(f"{path}: not a fitted reconstruction method")
+        return method
