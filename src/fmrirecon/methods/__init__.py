@@ -1,0 +1,32 @@
+"""Reconstruction methods: one module each, all behind :class:`ReconstructionMethod`.
+
+A method registers itself by name in :data:`METHODS`; the workflow instantiates it
+with the config's ``methods.<name>`` section. Adding a method means adding a module and
+one line here.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from .base import ReconstructionMethod
+
+# name -> "module:Class", imported lazily so a method's heavy dependencies (torch)
+# load only when it is used.
+METHODS = {
+    "pca": "fmrirecon.methods.pca:PCAReconstruction",
+}
+
+
+def get_method(name: str) -> type[ReconstructionMethod]:
+    """The class of the reconstruction method called ``name``."""
+    try:
+        module_name, class_name = METHODS[name].split(":")
+    except KeyError:
+        raise ValueError(
+            f"unknown reconstruction method {name!r}; known: {', '.join(sorted(METHODS))}"
+        ) from None
+    return getattr(importlib.import_module(module_name), class_name)
+
+
+__all__ = ["METHODS", "ReconstructionMethod", "get_method"]

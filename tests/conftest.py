@@ -1,0 +1,41 @@
+"""Shared test fixtures and the location of the shared real data."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def shared_data(relative: str) -> Path:
+    """A path under ../shared/data, skipping the test with the reason when absent."""
+    path = SHARED_DATA / relative
+    if not path.exists():
+        pytest.skip(f"{path} not found: the shared real data must sit beside the repository")
+    return path
+
+
+def smooth_images(n, size=16, seed=0):
+    """Random smooth grayscale images (n, size, size, 1) in [0, 1]."""
+    from scipy.ndimage import gaussian_filter
+
+    rng = np.random.default_rng(seed)
+    raw = gaussian_filter(rng.standard_normal((n, size, size)), sigma=(0, 2, 2))
+    raw = (raw - raw.min()) / (raw.max() - raw.min())
+    return raw[..., None].astype(np.float32)
+
+
+def linear_voxels(images, n_voxels=300, noise=0.5, seed=0):
+    """Voxel responses = random Gaussian receptive fields over the pixels + noise."""
+    rng = np.random.default_rng(seed + 1)
+    n, h, w, _ = images.shape
+    yy, xx = np.mgrid[:h, :w]
+    cy, cx = rng.uniform(0, h, n_voxels), rng.uniform(0, w, n_voxels)
+    sd = rng.uniform(1, 3, n_voxels)
+    rf = np.exp(-((yy[None] - cy[:, None, None]) ** 2 + (xx[None] - cx[:, None, None]) ** 2)
+                / (2 * sd[:, None, None] ** 2)).reshape(n_voxels, -1)
+    clean = images.reshape(n, -1) @ rf.T
+    clean = (clean - clean.mean(0)) / clean.std(0)
+    return (clean + noise * rng.standard_normal(clean.shape)).astype(np.float32)
