@@ -1,0 +1,154 @@
+"""Index a BIDS raw dataset once into a manifest, and check it before any compute.
+
+The manifest is a table with one row per functional run (``subject``, ``task``,
+``run``, ``bold``, ``events``, ``tr``, ``n_volumes``). The workflow builds it once, in
+the main Snakemake process, and every job reads it instead of re-indexing the dataset
+(indexing a large dataset with pybids takes minutes and cluster jobs would all repeat
+it).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterable
+
+import nibabel as nib
+import pandas as pd
+
+MANIFEST_COLUMNS = ["subject", "task", "run", "bold", "events", "tr", "n_volumes"]
+EVENT_COLUMNS = ["onset", "duration", "stim_file"]
+
+
+class BIDSInputError(ValueError):
+    """A problem with the input dataset, naming the file at fault."""
+
+
+def index_bids(bids_dir: str | Path, subjects: Iterable[str] = (), tasks: Iterable[str] = (),
+               database_path: str | Path | None = None) -> pd.DataFrame:
+    """Index the functional runs of a BIDS dataset with pybids.
+
+    Parameters
+    ----------
+    bids_dir : path
+        Root of a BIDS raw dataset.
+    subjects, tasks : iterables of str
+        Restrict to these labels (empty: all).
+    database_path : path, optional
+        pybids SQL index to reuse between invocations on large datasets.
+
+    Returns
+    -------
+    DataFrame with :data:`MANIFEST_COLUMNS`, sorted by subject, task and run.
+    """
+    from bids import BIDSLayout
+
+    bids_dir = Path(bids_dir)
+    if not (bids_dir / "dataset_description.json").is_file():
+        raise BIDSInputError(f"{bids_dir / 'dataset_description.json'}: missing; "
+                             "bids_dir must be the root of a BIDS raw dataset")
+    layout = BIDSLayout(bids_dir, validate=False, database_path=database_path)
+    query = dict(datatype="func", suffix="bold", extension=[".nii", ".nii.gz"])
+    if subjects:
+        query["subject"] = list(subjects)
+    if tasks:
+        query["task"] = list(tasks)
+    rows = []
+    for bold in layout.get(**query):
+        entities = bold.get_entities()
+        events = bold.path.replace("_bold.nii.gz", "_events.tsv").replace("_bold.nii", "_events.tsv")
+        metadata = bold.get_metadata()  # applies the BIDS inheritance principle
+        if "RepetitionTime" not in metadata:
+            raise BIDSInputError(f"{bold.path}: no RepetitionTime in its JSON sidecar")
+        rows.append(dict(
+            subject=entities["subject"], task=entities["task"],
+            run=int(entities.get("run", 1)), bold=bold.path, events=events,
+            tr=float(metadata["RepetitionTime"]), n_volumes=None,
+        ))
+    if not rows:
+        raise BIDSInputError(
+            f"{bids_dir}: no functional runs found"
+            + (f" for subjects {list(subjects)}" if subjects else "")
+            + (f" and tasks {list(tasks)}" if tasks else "")
+        )
+    return pd.DataFrame(rows, columns=MANIFEST_COLUMNS).sort_values(
+        ["subject", "task", "run"]).reset_index(drop=True)
+
+
+def check_manifest(manifest: pd.DataFrame, stimuli_dir: str | Path) -> pd.DataFrame:
+    """Check every run's files before compute; fill ``n_volumes``.
+
+    Reads only headers and events tables. Raises :class:`BIDSInputError` naming the
+    first file at fault.
+    """
+    stimuli_dir = Path(stimuli_dir)
+    manifest = manifest.copy()
+    n_volumes = []
+    for row in manifest.itertuples():
+        try:
+            img = nib.load(row.bold)
+        except Exception as err:  # nibabel raises several types for broken files
+            raise BIDSInputError(f"{row.bold}: cannot read NIfTI header ({err})") from err
+        if len(img.shape) != 4:
+            raise BIDSInputError(f"{row.bold}: BOLD must be 4-D, got shape {img.shape}")
+        n_volumes.append(int(img.shape[3]))
+        check_events(row.events, stimuli_dir, run_duration=img.shape[3] * row.tr)
+    manifest["n_volumes"] = n_volumes
+    return manifest
+
+
+def check_events(path: str | Path, stimuli_dir: str | Path, run_duration: float) -> pd.DataFrame:
+    """Read an events file and check columns, onsets and that stimuli exist."""
+    path = Path(path)
+    if not path.is_file():
+        raise BIDSInputError(f"{path}: events file missing")
+    events = pd.read_csv(path, sep="\t", na_values="n/a")
+    missing = [c for c in EVENT_COLUMNS if c not in events.columns]
+    if missing:
+        raise BIDSInputError(f"{path}: missing column(s) {', '.join(missing)}")
+    trials = events.dropna(subset=["stim_file"])
+    if trials.empty:
+        raise BIDSInputError(f"{path}: no trial has a stim_file")
+    bad = trials[(trials.onset < 0) | (trials.onset + trials.duration > run_duration)]
+    if len(bad):
+        raise BIDSInputError(
+            f"{path}: onset {bad.onset.iloc[0]} s outside the run (0 to {run_duration:g} s)")
+    for stim in trials.stim_file.unique():
+        if not (Path(stimuli_dir) / stim).is_file():
+            raise BIDSInputError(f"{path}: stim_file {stim!r} not found in {stimuli_dir}")
+    return events
+
+
+def write_manifest(manifest: pd.DataFrame, path: str | Path) -> None:
+    """Write the manifest as TSV."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    manifest.to_csv(path, sep="\t", index=False)
+
+
+def read_manifest(path: str | Path) -> pd.DataFrame:
+    """Read a manifest written by :func:`write_manifest`."""
+    path = Path(path)
+    if not path.is_file():
+        raise BIDSInputError(f"{path}: manifest missing; run snakemake from the main process "
+                             "once so that it indexes the dataset")
+    return pd.read_csv(path, sep="\t", dtype={"subject": str, "task": str})
+
+
+def manifest_from_plan(plan: dict, bids_dir: str | Path, tr: float) -> pd.DataFrame:
+    """The manifest of a simulated study, known before its files exist."""
+    bids_dir = Path(bids_dir)
+    rows = []
+    for r in plan["runs"]:
+        stem = f"sub-{r['subject']}/func/sub-{r['subject']}_task-{r['task']}_run-{r['run']:02d}"
+        rows.append(dict(subject=r["subject"], task=r["task"], run=int(r["run"]),
+                         bold=str(bids_dir / f"{stem}_bold.nii.gz"),
+                         events=str(bids_dir / f"{stem}_events.tsv"), tr=tr, n_volumes=None))
+    return pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
+
+
+def dataset_name(bids_dir: str | Path) -> str:
+    """The Name in a dataset's dataset_description.json (folder name if absent)."""
+    try:
+        return json.loads((Path(bids_dir) / "dataset_description.json").read_text())["Name"]
+    except (OSError, KeyError, ValueError):
+        return Path(bids_dir).name

@@ -1,0 +1,26 @@
+"""Configuration: validation against the JSON schema with one clear message."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config key or value the schema rejects."""
+
+
+def check_config(config: dict, schema_path: str | Path) -> None:
+    """Raise :class:`ConfigError` naming the first offending key if ``config`` is invalid.
+
+    ``snakemake.utils.validate`` fills defaults but reports an error with the whole
+    schema attached; this states the key path and the problem in one line instead.
+    """
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    validator = jsonschema.Draft202012Validator(schema)
+    error = jsonschema.exceptions.best_match(validator.iter_errors(config))
+    if error is not None:
+        where = "config" + "".join(f"[{p!r}]" for p in error.absolute_path)
+        raise ConfigError(f"{where}: {error.message}")
