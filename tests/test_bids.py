@@ -31,7 +31,7 @@ def test_index_finds_every_run_with_its_tr(tmp_path):
     root = tiny_bids(tmp_path / "ds")
     manifest = check_manifest(index_bids(root), root / "stimuli")
     assert list(manifest.subject) == ["01", "01", "02", "02"]
-    assert list(manifest.run) == [1, 2, 1, 2]
+    assert list(manifest.run) == ["01", "02", "01", "02"]
     assert (manifest.tr == 2.0).all() and (manifest.n_volumes == 20).all()
     assert manifest.events.map(lambda p: p.endswith("_events.tsv")).all()
 

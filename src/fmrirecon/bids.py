@@ -62,7 +62,8 @@ def index_bids(bids_dir: str | Path, subjects: Iterable[str] = (), tasks: Iterab
             raise BIDSInputError(f"{bold.path}: no RepetitionTime in its JSON sidecar")
         rows.append(dict(
             subject=entities["subject"], task=entities["task"],
-            run=int(entities.get("run", 1)), bold=bold.path, events=events,
+            # the label as written (run-1 or run-01): derivatives keep it
+            run=str(entities.get("run", "1")), bold=bold.path, events=events,
             tr=float(metadata["RepetitionTime"]), n_volumes=None,
         ))
     if not rows:
@@ -71,8 +72,9 @@ def index_bids(bids_dir: str | Path, subjects: Iterable[str] = (), tasks: Iterab
             + (f" for subjects {list(subjects)}" if subjects else "")
             + (f" and tasks {list(tasks)}" if tasks else "")
         )
-    return pd.DataFrame(rows, columns=MANIFEST_COLUMNS).sort_values(
-        ["subject", "task", "run"]).reset_index(drop=True)
+    manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
+    order = manifest.assign(run_number=manifest.run.astype(int))
+    return manifest.loc[order.sort_values(["subject", "task", "run_number"]).index].reset_index(drop=True)
 
 
 def check_manifest(manifest: pd.DataFrame, stimuli_dir: str | Path) -> pd.DataFrame:
@@ -131,7 +133,7 @@ def read_manifest(path: str | Path) -> pd.DataFrame:
     if not path.is_file():
         raise BIDSInputError(f"{path}: manifest missing; run snakemake from the main process "
                              "once so that it indexes the dataset")
-    return pd.read_csv(path, sep="\t", dtype={"subject": str, "task": str})
+    return pd.read_csv(path, sep="\t", dtype={"subject": str, "task": str, "run": str})
 
 
 def manifest_from_plan(plan: dict, bids_dir: str | Path, tr: float) -> pd.DataFrame:
@@ -139,8 +141,9 @@ def manifest_from_plan(plan: dict, bids_dir: str | Path, tr: float) -> pd.DataFr
     bids_dir = Path(bids_dir)
     rows = []
     for r in plan["runs"]:
-        stem = f"sub-{r['subject']}/func/sub-{r['subject']}_task-{r['task']}_run-{r['run']:02d}"
-        rows.append(dict(subject=r["subject"], task=r["task"], run=int(r["run"]),
+        run = f"{int(r['run']):02d}"
+        stem = f"sub-{r['subject']}/func/sub-{r['subject']}_task-{r['task']}_run-{run}"
+        rows.append(dict(subject=r["subject"], task=r["task"], run=run,
                          bold=str(bids_dir / f"{stem}_bold.nii.gz"),
                          events=str(bids_dir / f"{stem}_events.tsv"), tr=tr, n_volumes=None))
     return pd.DataFrame(rows, columns=MANIFEST_COLUMNS)

@@ -1,0 +1,342 @@
+"""Single-trial response amplitudes (betas) with nilearn's first-level GLM.
+
+Each trial gets its own regressor, either all together in one design per run
+(least squares - all, LSA) or one design per trial with the trial against all others
+(least squares - separate, LSS; Mumford et al. 2012, NeuroImage 59:2636). Betas are
+in percent signal change of each voxel's run mean, so runs are comparable.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import warnings
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+from nilearn.glm.first_level import make_first_level_design_matrix, run_glm
+from nilearn.interfaces.fmriprep import load_confounds
+from tqdm import tqdm
+
+from fmrirecon.betas import TRIAL_COLUMNS, Betas
+
+__all__ = ["single_trial_betas", "load_trial_events", "CONFOUND_STRATEGIES"]
+
+logger = logging.getLogger(__name__)
+
+#: ``confounds`` choices -> ``load_confounds`` motion option (None: no confounds).
+CONFOUND_STRATEGIES = {"motion6": "basic", "motion24": "full", "none": None}
+METHODS = ("lsa", "lss")
+_TRIAL = "trial{:05d}"  # zero-padded so nilearn's sorted column order is trial order
+
+
+def load_trial_events(events_path: str | Path, n_scans: int, tr: float) -> pd.DataFrame:
+    """Read and check one run's BIDS events file.
+
+    Parameters
+    ----------
+    events_path : str or Path
+        BIDS ``_events.tsv`` with at least ``onset``, ``duration`` and ``stim_file``.
+    n_scans : int
+        Number of volumes in the run.
+    tr : float
+        Repetition time (s).
+
+    Returns
+    -------
+    DataFrame
+        Columns ``onset``, ``duration`` (float), ``stim_file`` (str), sorted by onset.
+
+    Raises
+    ------
+    ValueError
+        Naming ``events_path``: missing file or columns, non-numeric or missing values,
+        negative durations, or onsets outside the run.
+    """
+    events_path = Path(events_path)
+    if not events_path.is_file():
+        raise ValueError(f"{events_path}: events file not found")
+    events = pd.read_csv(events_path, sep="\t", na_values=["n/a"], dtype={"stim_file": str})
+    missing = [c for c in ("onset", "duration", "stim_file") if c not in events.columns]
+    if missing:
+        raise ValueError(f"{events_path}: missing column(s) {missing}")
+    if events.empty:
+        raise ValueError(f"{events_path}: no events")
+    for column in ("onset", "duration"):
+        values = pd.to_numeric(events[column], errors="coerce")
+        if values.isna().any():
+            rows = np.flatnonzero(values.isna().to_numpy())[:5].tolist()
+            raise ValueError(f"{events_path}: missing or non-numeric {column} in row(s) {rows}")
+        events[column] = values.astype(float)
+    if events["stim_file"].isna().any():
+        rows = np.flatnonzero(events["stim_file"].isna().to_numpy())[:5].tolist()
+        raise ValueError(f"{events_path}: missing stim_file in row(s) {rows}")
+    if (events["duration"] < 0).any():
+        raise ValueError(f"{events_path}: negative duration")
+    run_length = n_scans * tr
+    outside = (events["onset"] < 0) | (events["onset"] >= run_length)
+    if outside.any():
+        bad = events.loc[outside, "onset"].tolist()[:5]
+        raise ValueError(
+            f"{events_path}: onset(s) {bad} outside the run (0 to {run_length:g} s, "
+            f"{n_scans} volumes x TR {tr:g} s)"
+        )
+    events = events.sort_values("onset", kind="stable").reset_index(drop=True)
+    return events[["onset", "duration", "stim_file"]].astype({"stim_file": str})
+
+
+def _load_mask(path) -> nib.Nifti1Image:
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: mask file not found")
+    img = nib.load(path)
+    if len(img.shape) == 4 and img.shape[3] == 1:
+        img = nib.Nifti1Image(np.asarray(img.dataobj)[..., 0], img.affine)
+    if len(img.shape) != 3:
+        raise ValueError(f"{path}: mask must be 3-D, got shape {img.shape}")
+    return img
+
+
+def _check_grid(img, reference, path, reference_name) -> None:
+    if img.shape[:3] != reference.shape[:3] or not np.allclose(img.affine, reference.affine, atol=1e-4):
+        raise ValueError(
+            f"{path}: voxel grid (shape {img.shape[:3]}) differs from {reference_name} "
+            f"(shape {reference.shape[:3]}); all runs and masks must share one grid"
+        )
+
+
+def _subject_mask(runs, mask_img):
+    """Boolean mask (intersection of the runs' masks, or ``mask_img``) and its image."""
+    if mask_img is not None:
+        name = mask_img if isinstance(mask_img, (str, Path)) else "mask_img"
+        img = _load_mask(mask_img) if isinstance(mask_img, (str, Path)) else mask_img
+        mask = np.asarray(img.dataobj) > 0
+    else:
+        name = runs[0]["mask"]
+        img = _load_mask(name)
+        mask = np.ones(img.shape[:3], dtype=bool)
+        for run in runs:
+            run_mask = _load_mask(run["mask"])
+            _check_grid(run_mask, img, run["mask"], name)
+            mask &= np.asarray(run_mask.dataobj) > 0
+    if not mask.any():
+        raise ValueError(f"{name}: the subject mask is empty")
+    return mask, img, name
+
+
+def _confounds(run: dict, strategy: str) -> pd.DataFrame | None:
+    motion = CONFOUND_STRATEGIES[strategy]
+    if motion is None:
+        return None
+    if run.get("confounds") is None:
+        logger.warning("%s: no confounds file; fitting without confounds", run["bold"])
+        return None
+    if not Path(run["confounds"]).is_file():
+        raise ValueError(f"{run['confounds']}: confounds file not found")
+    try:
+        # load_confounds finds the TSV from the fMRIPrep name of the BOLD file
+        confounds, sample_mask = load_confounds(
+            str(run["bold"]), strategy=("motion",), motion=motion, demean=True
+        )
+    except Exception as err:  # nilearn raises ValueError or its own MissingConfound
+        raise ValueError(
+            f"{run['confounds']}: could not load {strategy} confounds for {run['bold']} "
+            f"with nilearn.interfaces.fmriprep.load_confounds: {err}"
+        ) from err
+    if sample_mask is not None:
+        raise ValueError(f"{run['confounds']}: unexpected volume censoring with {strategy}")
+    return confounds
+
+
+def _fit_theta(Y: np.ndarray, X: np.ndarray, noise_model: str) -> np.ndarray:
+    """Parameter estimates, shape (n_regressors, n_voxels), for any noise model."""
+    labels, results = run_glm(Y, X, noise_model=noise_model)
+    if len(results) == 1:
+        return next(iter(results.values())).theta
+    # AR models fit voxels grouped by their AR coefficient: put each group back in place
+    theta = np.empty((X.shape[1], Y.shape[1]))
+    for label, result in results.items():
+        theta[:, labels == label] = result.theta
+    return theta
+
+
+def _percent_signal_change(Y: np.ndarray, bold_path) -> np.ndarray:
+    # Same scaling as nilearn's FirstLevelModel(signal_scaling=0): 100 * (Y / mean - 1)
+    mean = Y.mean(axis=0)
+    bad = ~(mean > 0)
+    if bad.any():
+        logger.warning("%s: %d in-mask voxel(s) with mean <= 0 get betas 0", bold_path, bad.sum())
+        mean = np.where(bad, np.inf, mean)
+    return 100.0 * (Y / mean - 1.0)
+
+
+def _run_betas(run, events, Y, method, hrf_model, high_pass, noise_model, confounds):
+    n_scans = Y.shape[0]
+    frame_times = np.arange(n_scans) * float(run["tr"])
+    add = {}
+    if confounds is not None:
+        add = {"add_regs": confounds.to_numpy(), "add_reg_names": list(confounds.columns)}
+
+    def design(trial_types):
+        frame = pd.DataFrame(
+            {"onset": events["onset"], "duration": events["duration"], "trial_type": trial_types}
+        )
+        with warnings.catch_warnings():
+            # trials near the end of a run have partial HRFs; nilearn warns, harmlessly
+            warnings.simplefilter("ignore", UserWarning)
+            return make_first_level_design_matrix(
+                frame_times, frame, hrf_model=hrf_model, drift_model="cosine",
+                high_pass=high_pass, **add,
+            )
+
+    names = [_TRIAL.format(i) for i in range(len(events))]
+    if method == "lsa":
+        X = design(names)
+        theta = _fit_theta(Y, X.to_numpy(), noise_model)
+        # A contrast selecting a single regressor has effect size equal to that
+        # regressor's theta, so reading theta avoids n_trials contrast calls.
+        return theta[[X.columns.get_loc(n) for n in names]]
+
+    betas = np.empty((len(events), Y.shape[1]))
+    for i in range(len(events)):
+        types = np.full(len(events), "other", dtype=object)
+        types[i] = "target"
+        X = design(types)
+        theta = _fit_theta(Y, X.to_numpy(), noise_model)
+        betas[i] = theta[X.columns.get_loc("target")]
+    return betas
+
+
+def _repetitions(trials: pd.DataFrame) -> np.ndarray:
+    # rows are in time order, so a running count per (split, stimulus) is the repetition
+    return trials.groupby(["split", "stim_file"], sort=False).cumcount().to_numpy() + 1
+
+
+def single_trial_betas(
+    runs: list[dict],
+    splits: dict[str, list[str]],
+    method: str = "lsa",
+    hrf_model: str = "glover",
+    high_pass: float = 0.01,
+    noise_model: str = "ols",
+    confounds: str = "motion6",
+    mask_img=None,
+    progress: bool = True,
+) -> Betas:
+    """Estimate one beta per trial of every run of one subject.
+
+    Per run, the design (from
+    :func:`nilearn.glm.first_level.make_first_level_design_matrix` with a cosine
+    drift model) holds the trial regressors, the motion confounds (loaded with
+    :func:`nilearn.interfaces.fmriprep.load_confounds`) and is fit to the in-mask
+    voxels with :func:`nilearn.glm.first_level.run_glm`. The data are first scaled
+    to percent signal change of each voxel's run mean, as ``FirstLevelModel`` does
+    by default, so betas equal its effect sizes.
+
+    Parameters
+    ----------
+    runs : list of dict
+        One dict per run, in acquisition order, with ``bold`` (4-D NIfTI path),
+        ``mask`` (3-D NIfTI path), ``confounds`` (fMRIPrep confounds TSV path or None
+        for none), ``events`` (BIDS events TSV with ``onset``, ``duration``,
+        ``stim_file``), ``task`` (str), ``run`` (int) and ``tr`` (float, s).
+    splits : dict of str to list of str
+        Split name -> task names, e.g. ``{"train": ["train"], "test": ["test"]}``.
+        Runs of tasks in no split are skipped with a logged warning.
+    method : {"lsa", "lss"}, default="lsa"
+        LSA: one design per run with one regressor per trial. LSS: per trial, a
+        design with that trial and one regressor for all the run's other trials.
+    hrf_model : str, default="glover"
+        nilearn HRF model (single-regressor models only: ``glover``, ``spm``).
+    high_pass : float, default=0.01
+        Cosine drift cut-off (Hz).
+    noise_model : {"ols", "ar1"}, default="ols"
+        Temporal noise model of ``run_glm``.
+    confounds : {"motion6", "motion24", "none"}, default="motion6"
+        ``motion6`` = ``load_confounds(strategy=("motion",), motion="basic")``;
+        ``motion24`` = ``motion="full"`` (with derivatives and squares).
+    mask_img : str, Path, Nifti1Image or None, default=None
+        Subject mask; by default the intersection of the runs' masks.
+    progress : bool, default=True
+        Progress bar over runs on stderr.
+
+    Returns
+    -------
+    Betas
+        ``betas`` (n_trials, n_voxels) float32 in percent signal change, rows in the
+        order of ``runs`` then onset; trial table per docs/formats.md section 3;
+        ``voxel_ijk`` the in-mask voxels (C order); geometry of the mask.
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if confounds not in CONFOUND_STRATEGIES:
+        raise ValueError(f"confounds must be one of {list(CONFOUND_STRATEGIES)}, got {confounds!r}")
+    if not (noise_model == "ols" or noise_model.startswith("ar")):
+        raise ValueError(f"noise_model must be 'ols' or 'arN', got {noise_model!r}")
+    task_split = {}
+    for split, tasks in splits.items():
+        for task in [tasks] if isinstance(tasks, str) else tasks:
+            if task in task_split:
+                raise ValueError(f"task {task!r} is in splits {task_split[task]!r} and {split!r}")
+            task_split[task] = split
+
+    used = []
+    for run in runs:
+        missing = {"bold", "mask", "events", "task", "run", "tr"} - set(run)
+        if missing:
+            raise ValueError(f"run {run} lacks key(s) {sorted(missing)}")
+        if run["task"] not in task_split:
+            logger.warning("%s: task %r is in no split; skipped", run["bold"], run["task"])
+            continue
+        used.append(run)
+    if not used:
+        raise ValueError(f"no run has a task in the splits {splits}")
+
+    mask, mask_ref, mask_name = _subject_mask(used, mask_img)
+
+    all_betas, tables = [], []
+    for run in tqdm(used, desc=f"{method} betas", unit="run", file=sys.stderr, disable=not progress):
+        bold_path = Path(run["bold"])
+        if not bold_path.is_file():
+            raise ValueError(f"{bold_path}: BOLD file not found")
+        img = nib.load(bold_path)
+        if img.ndim != 4:
+            raise ValueError(f"{bold_path}: expected 4-D BOLD, got shape {img.shape}")
+        _check_grid(img, mask_ref, bold_path, mask_name)
+        tr = float(run["tr"])
+        header_tr = float(img.header.get_zooms()[3]) if len(img.header.get_zooms()) > 3 else 0.0
+        if header_tr > 0 and abs(header_tr - tr) > 1e-3:
+            logger.warning("%s: header TR %g s differs from given TR %g s; using %g", bold_path, header_tr, tr, tr)
+        n_scans = img.shape[3]
+        events = load_trial_events(run["events"], n_scans, tr)
+        conf = _confounds(run, confounds)
+        if conf is not None and len(conf) != n_scans:
+            raise ValueError(f"{run['confounds']}: {len(conf)} rows but {bold_path} has {n_scans} volumes")
+
+        Y = np.asarray(img.dataobj, dtype=np.float32)[mask].T.astype(np.float64)
+        Y = _percent_signal_change(Y, bold_path)
+        all_betas.append(_run_betas(run, events, Y, method, hrf_model, high_pass, noise_model, conf))
+        tables.append(events.assign(task=str(run["task"]), run=int(run["run"]), split=task_split[run["task"]]))
+        del Y
+
+    trials = pd.concat(tables, ignore_index=True)
+    trials["trial"] = np.arange(len(trials))
+    trials["repetition"] = _repetitions(trials)
+    return Betas(
+        betas=np.concatenate(all_betas).astype(np.float32),
+        trials=trials[TRIAL_COLUMNS],
+        voxel_ijk=np.argwhere(mask).astype(np.int32),
+        affine=np.asarray(mask_ref.affine, dtype=np.float64),
+        shape=tuple(int(s) for s in mask_ref.shape[:3]),
+        attrs={
+            "glm_method": method,
+            "hrf_model": hrf_model,
+            "high_pass": float(high_pass),
+            "noise_model": noise_model,
+            "confounds": confounds,
+            "drift_model": "cosine",
+            "units": "percent signal change",
+        },
+    )

@@ -1,0 +1,197 @@
+"""Command lines that run fMRIPrep on one subject, in Docker or Apptainer.
+
+Only the command lines are built here (lists of str for :func:`subprocess.run`); the
+workflow runs them. Paths are made absolute because containers see only bind mounts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = ["FMRIPREP_VERSION", "fmriprep_docker_command", "fmriprep_apptainer_command"]
+
+FMRIPREP_VERSION = "24.1.1"
+
+# Mount points inside the Apptainer container (the fmriprep-docker wrapper uses the
+# same /data, /out and license locations for Docker).
+_BIDS, _OUT, _WORK = "/data", "/out", "/work"
+_LICENSE = "/opt/freesurfer/license.txt"
+_TEMPLATEFLOW = "/home/fmriprep/.cache/templateflow"
+
+
+def _is_within(child: Path, parent: Path) -> bool:
+    try:
+        child.relative_to(parent)
+    except ValueError:
+        return False
+    return True
+
+
+def _check_common(bids_dir, out_dir, work_dir, subject, fs_license, output_spaces,
+                  nthreads, mem_mb):
+    bids_dir, out_dir, work_dir, fs_license = (
+        Path(p).expanduser().absolute() for p in (bids_dir, out_dir, work_dir, fs_license)
+    )
+    if not (bids_dir / "dataset_description.json").is_file():
+        raise ValueError(f"{bids_dir}: not a BIDS dataset (no dataset_description.json)")
+    subject = str(subject).removeprefix("sub-")
+    if not subject.isalnum():
+        raise ValueError(f"subject label must be alphanumeric, got {subject!r}")
+    if not (bids_dir / f"sub-{subject}").is_dir():
+        raise ValueError(f"{bids_dir}: no folder sub-{subject}")
+    if not fs_license.is_file():
+        raise ValueError(
+            f"{fs_license}: FreeSurfer license file not found (fMRIPrep needs one even "
+            "without surface reconstruction; get it at "
+            "https://surfer.nmr.mgh.harvard.edu/registration.html)"
+        )
+    # fMRIPrep (and its wrapper) refuse a working directory inside the input dataset
+    if _is_within(work_dir, bids_dir) or _is_within(out_dir, bids_dir):
+        raise ValueError(f"{work_dir} / {out_dir}: work and output directories must be outside {bids_dir}")
+    if isinstance(output_spaces, str):
+        output_spaces = (output_spaces,)
+    output_spaces = [str(s) for s in output_spaces]
+    if int(nthreads) < 1:
+        raise ValueError(f"nthreads must be >= 1, got {nthreads}")
+    if int(mem_mb) < 1:
+        raise ValueError(f"mem_mb must be >= 1, got {mem_mb}")
+    return bids_dir, out_dir, work_dir, subject, fs_license, output_spaces
+
+
+def fmriprep_docker_command(
+    bids_dir: str | Path,
+    out_dir: str | Path,
+    work_dir: str | Path,
+    subject: str,
+    fs_license: str | Path,
+    output_spaces: tuple[str, ...] | list[str] = ("func",),
+    nthreads: int = 4,
+    mem_mb: int = 16000,
+    extra_args: tuple[str, ...] | list[str] = (),
+    image: str = f"nipreps/fmriprep:{FMRIPREP_VERSION}",
+) -> list[str]:
+    """Command line running fMRIPrep on one subject through ``fmriprep-docker``.
+
+    The ``fmriprep-docker`` wrapper (``pip install fmriprep-docker``) mounts the
+    directories and the license file into the container itself.
+
+    Parameters
+    ----------
+    bids_dir, out_dir, work_dir : str or Path
+        Raw BIDS dataset, fMRIPrep output folder and working directory (outside
+        ``bids_dir``).
+    subject : str
+        Participant label, with or without ``sub-``.
+    fs_license : str or Path
+        FreeSurfer license file (must exist).
+    output_spaces : sequence of str, default=("func",)
+        fMRIPrep ``--output-spaces`` (``func`` = the native BOLD grid).
+    nthreads : int, default=4
+        ``--nthreads``.
+    mem_mb : int, default=16000
+        ``--mem_mb`` (this spelling also stops the wrapper's interactive
+        low-memory prompt).
+    extra_args : sequence of str, default=()
+        Further fMRIPrep options, appended verbatim (e.g. ``("--fs-no-reconall",)``).
+    image : str
+        Docker image, passed with ``-i``.
+
+    Returns
+    -------
+    list of str
+    """
+    bids_dir, out_dir, work_dir, subject, fs_license, spaces = _check_common(
+        bids_dir, out_dir, work_dir, subject, fs_license, output_spaces, nthreads, mem_mb
+    )
+    cmd = [
+        "fmriprep-docker", str(bids_dir), str(out_dir), "participant",
+        "--participant-label", subject,
+        "--fs-license-file", str(fs_license),
+        "-w", str(work_dir),
+        "--nthreads", str(int(nthreads)),
+        "--mem_mb", str(int(mem_mb)),
+        "--skip-bids-validation",
+        "-i", image,
+        # workflow jobs have no terminal; docker -it would fail
+        "--no-tty",
+    ]
+    if spaces:
+        cmd += ["--output-spaces", *spaces]
+    return cmd + [str(a) for a in extra_args]
+
+
+def fmriprep_apptainer_command(
+    image_path: str | Path,
+    bids_dir: str | Path,
+    out_dir: str | Path,
+    work_dir: str | Path,
+    subject: str,
+    fs_license: str | Path,
+    templateflow_home: str | Path,
+    output_spaces: tuple[str, ...] | list[str] = ("func",),
+    nthreads: int = 4,
+    mem_mb: int = 16000,
+    extra_args: tuple[str, ...] | list[str] = (),
+    bind: tuple[str, ...] | list[str] = (),
+) -> list[str]:
+    """Command line running fMRIPrep on one subject in an Apptainer image.
+
+    Runs ``apptainer run --cleanenv`` with bind mounts for the BIDS dataset
+    (read-only) at ``/data``, the output at ``/out``, the working directory at
+    ``/work``, the license file and the TemplateFlow cache; ``TEMPLATEFLOW_HOME``
+    reaches the container through ``APPTAINERENV_TEMPLATEFLOW_HOME`` (set with
+    ``env``, since ``--cleanenv`` drops the host environment).
+
+    Parameters
+    ----------
+    image_path : str or Path
+        The fMRIPrep ``.sif`` image (must exist).
+    bids_dir, out_dir, work_dir, subject, fs_license, output_spaces, nthreads, mem_mb, extra_args
+        As in :func:`fmriprep_docker_command`.
+    templateflow_home : str or Path
+        Host TemplateFlow cache (must exist; pre-fetch templates on clusters whose
+        compute nodes are offline).
+    bind : sequence of str, default=()
+        Further ``-B`` specifications (``src[:dest[:opts]]``).
+
+    Notes
+    -----
+    Apptainer refuses to bind missing folders: create ``out_dir`` and ``work_dir``
+    before running the command.
+
+    Returns
+    -------
+    list of str
+    """
+    image_path = Path(image_path).expanduser().absolute()
+    if not image_path.is_file():
+        raise ValueError(f"{image_path}: Apptainer image not found")
+    templateflow_home = Path(templateflow_home).expanduser().absolute()
+    if not templateflow_home.is_dir():
+        raise ValueError(f"{templateflow_home}: TemplateFlow home folder not found")
+    bids_dir, out_dir, work_dir, subject, fs_license, spaces = _check_common(
+        bids_dir, out_dir, work_dir, subject, fs_license, output_spaces, nthreads, mem_mb
+    )
+    binds = [
+        f"{bids_dir}:{_BIDS}:ro",
+        f"{out_dir}:{_OUT}",
+        f"{work_dir}:{_WORK}",
+        f"{fs_license}:{_LICENSE}:ro",
+        f"{templateflow_home}:{_TEMPLATEFLOW}",
+        *[str(b) for b in bind],
+    ]
+    cmd = ["env", f"APPTAINERENV_TEMPLATEFLOW_HOME={_TEMPLATEFLOW}", "apptainer", "run", "--cleanenv"]
+    for spec in binds:
+        cmd += ["-B", spec]
+    cmd += [
+        str(image_path), _BIDS, _OUT, "participant",
+        "--participant-label", subject,
+        "--fs-license-file", _LICENSE,
+        "-w", _WORK,
+        "--nthreads", str(int(nthreads)),
+        "--mem_mb", str(int(mem_mb)),
+        "--skip-bids-validation",
+    ]
+    if spaces:
+        cmd += ["--output-spaces", *spaces]
+    return cmd + [str(a) for a in extra_args]

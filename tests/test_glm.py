@@ -1,0 +1,175 @@
+"""Single-trial betas: recovery of planted amplitudes, agreement with nilearn."""
+
+import logging
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+from nilearn.glm.first_level import FirstLevelModel, compute_regressor
+from nilearn.interfaces.fmriprep import load_confounds
+
+from fmrirecon.glm import load_trial_events, single_trial_betas
+from fmrirecon.preprocess import derivative_paths
+
+SHAPE = (8, 8, 6)
+TR = 2.0
+N_VOLS = 80
+N_TRIALS = 20
+BASELINE = 1000.0
+
+
+def _onsets(rng):
+    return 4.0 + 7.0 * np.arange(N_TRIALS) + rng.uniform(0, 1.5, N_TRIALS)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    """Two runs (task train, task test) with known per-trial amplitudes.
+
+    Voxels with x < 4 respond with the trial amplitude (percent signal change)
+    convolved with the Glover HRF; the others are noise only. The test run shows
+    10 stimuli twice each.
+    """
+    tmp = tmp_path_factory.mktemp("glm")
+    rng = np.random.default_rng(1)
+    affine = np.diag([3.0, 3.0, 3.0, 1.0])
+    mask = np.zeros(SHAPE, dtype=np.uint8)
+    mask[1:7, 1:7, 1:5] = 1
+    signal_voxels = np.zeros(SHAPE, dtype=bool)
+    signal_voxels[:4] = True
+    frame_times = np.arange(N_VOLS) * TR
+    runs, amplitudes = [], []
+    for run, task in ((1, "train"), (2, "test")):
+        onsets = _onsets(rng)
+        amps = rng.normal(2.0, 1.0, N_TRIALS)
+        stims = ([f"train_{i:02d}.png" for i in range(N_TRIALS)] if task == "train"
+                 else [f"test_{i % 10:02d}.png" for i in range(N_TRIALS)])
+        response = np.zeros(N_VOLS)
+        for onset, amp in zip(onsets, amps):
+            reg, _ = compute_regressor(np.array([[onset], [1.0], [amp]]), "glover", frame_times)
+            response += reg[:, 0]
+        drift = 5.0 * np.cos(np.pi * frame_times / frame_times[-1])  # slow scanner drift
+        data = BASELINE + drift + rng.normal(0, 1.0, (*SHAPE, N_VOLS))
+        data[signal_voxels] += BASELINE / 100.0 * response
+        paths = derivative_paths(tmp, "01", task, run)
+        paths["bold"].parent.mkdir(parents=True, exist_ok=True)
+        img = nib.Nifti1Image(data.astype(np.float32), affine)
+        img.header.set_zooms((3.0, 3.0, 3.0, TR))
+        img.to_filename(paths["bold"])
+        nib.Nifti1Image(mask, affine).to_filename(paths["mask"])
+        motion = pd.DataFrame(rng.normal(0, 0.05, (N_VOLS, 6)),
+                              columns=["trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z"])
+        motion.to_csv(paths["confounds"], sep="\t", index=False)
+        events = tmp / f"sub-01_task-{task}_run-{run}_events.tsv"
+        pd.DataFrame({"onset": onsets, "duration": 1.0, "trial_type": "image",
+                      "stim_file": stims}).to_csv(events, sep="\t", index=False)
+        runs.append({"bold": paths["bold"], "mask": paths["mask"], "confounds": paths["confounds"],
+                     "events": events, "task": task, "run": run, "tr": TR})
+        amplitudes.append(amps)
+    return {"runs": runs, "amplitudes": np.concatenate(amplitudes), "mask": mask.astype(bool),
+            "signal": signal_voxels, "tmp": tmp}
+
+
+SPLITS = {"train": ["train"], "test": ["test"], "imagery": ["imagery"]}
+
+
+def _signal_columns(betas, dataset):
+    i, j, k = betas.voxel_ijk.T
+    return dataset["signal"][i, j, k]
+
+
+def _check_recovery(betas, dataset, min_r=0.9):
+    signal = _signal_columns(betas, dataset)
+    mean_signal = betas.betas[:, signal].mean(axis=1)
+    r = np.corrcoef(mean_signal, dataset["amplitudes"])[0, 1]
+    assert r > min_r
+    # units are percent signal change: the mean amplitude comes back at its scale
+    assert mean_signal.mean() == pytest.approx(dataset["amplitudes"].mean(), rel=0.15)
+    assert np.abs(betas.betas[:, ~signal].mean(axis=1)).max() < 0.5
+
+
+def test_lsa_recovers_amplitudes(dataset, caplog):
+    runs = dataset["runs"] + [dict(dataset["runs"][0], task="localizer")]
+    with caplog.at_level(logging.WARNING):
+        betas = single_trial_betas(runs, SPLITS, method="lsa", progress=False)
+    assert "localizer" in caplog.text
+    assert betas.betas.shape == (2 * N_TRIALS, dataset["mask"].sum())
+    assert betas.betas.dtype == np.float32
+    _check_recovery(betas, dataset, min_r=0.95)
+    assert betas.attrs["glm_method"] == "lsa"
+    assert betas.shape == SHAPE
+    np.testing.assert_array_equal(betas.voxel_ijk, np.argwhere(dataset["mask"]))
+
+    trials = betas.trials
+    assert list(trials.columns) == ["trial", "task", "run", "onset", "duration", "stim_file",
+                                    "split", "repetition"]
+    assert list(trials["trial"]) == list(range(2 * N_TRIALS))
+    assert list(trials["split"]) == ["train"] * N_TRIALS + ["test"] * N_TRIALS
+    assert (trials.loc[trials["split"] == "train", "repetition"] == 1).all()
+    test = trials[trials["split"] == "test"]
+    assert list(test["repetition"]) == [1] * 10 + [2] * 10
+    assert list(test["stim_file"][:2]) == ["test_00.png", "test_01.png"]
+    assert (np.diff(test["onset"]) > 0).all()
+
+
+def test_lsa_matches_first_level_model(dataset):
+    """Reference check: LSA betas equal FirstLevelModel effect sizes."""
+    run = dataset["runs"][1]
+    betas = single_trial_betas([run], SPLITS, method="lsa", progress=False)
+    events = pd.read_csv(run["events"], sep="\t")
+    events["trial_type"] = [f"trial{i:05d}" for i in range(len(events))]
+    confounds, _ = load_confounds(str(run["bold"]), strategy=("motion",), motion="basic")
+    for noise_model in ("ols", "ar1"):
+        ours = single_trial_betas([run], SPLITS, method="lsa", noise_model=noise_model,
+                                  progress=False).betas if noise_model == "ar1" else betas.betas
+        model = FirstLevelModel(t_r=TR, hrf_model="glover", drift_model="cosine", high_pass=0.01,
+                                noise_model=noise_model, mask_img=run["mask"], signal_scaling=0)
+        model.fit(run["bold"], events=events[["onset", "duration", "trial_type"]],
+                  confounds=confounds)
+        for trial in (0, 7, 19):
+            effect = model.compute_contrast(f"trial{trial:05d}", output_type="effect_size")
+            expected = effect.get_fdata()[dataset["mask"]]
+            np.testing.assert_allclose(ours[trial], expected, rtol=1e-4, atol=1e-4)
+
+
+def test_lss_recovers_amplitudes(dataset):
+    betas = single_trial_betas(dataset["runs"], SPLITS, method="lss", progress=False)
+    assert betas.attrs["glm_method"] == "lss"
+    # LSS lumps the other trials into one regressor, so at high SNR it trails LSA a little
+    _check_recovery(betas, dataset, min_r=0.85)
+    lsa = single_trial_betas(dataset["runs"], SPLITS, method="lsa", confounds="none",
+                             progress=False)
+    # different estimators, same planted responses
+    signal = _signal_columns(lsa, dataset)
+    assert np.corrcoef(lsa.betas[:, signal].mean(1), betas.betas[:, signal].mean(1))[0, 1] > 0.85
+
+
+def test_bad_events(dataset):
+    run = dict(dataset["runs"][0])
+    bad = dataset["tmp"] / "sub-01_task-train_run-9_events.tsv"
+    pd.DataFrame({"onset": [1.0, 5.0], "duration": [1.0, 1.0]}).to_csv(bad, sep="\t", index=False)
+    with pytest.raises(ValueError, match=r"run-9_events\.tsv.*stim_file"):
+        single_trial_betas([dict(run, events=bad)], SPLITS, progress=False)
+    late = dataset["tmp"] / "sub-01_task-train_run-8_events.tsv"
+    pd.DataFrame({"onset": [1.0, N_VOLS * TR + 4], "duration": [1.0, 1.0],
+                  "stim_file": ["a.png", "b.png"]}).to_csv(late, sep="\t", index=False)
+    with pytest.raises(ValueError, match=r"run-8_events\.tsv.*outside the run"):
+        single_trial_betas([dict(run, events=late)], SPLITS, progress=False)
+    with pytest.raises(ValueError, match=r"run-7_events\.tsv.*onset in row\(s\) \[0\]"):
+        empty_onset = dataset["tmp"] / "sub-01_task-train_run-7_events.tsv"
+        empty_onset.write_text("onset\tduration\tstim_file\nn/a\t1\ta.png\n")
+        load_trial_events(empty_onset, N_VOLS, TR)
+
+
+def test_bad_inputs(dataset):
+    run = dataset["runs"][0]
+    with pytest.raises(ValueError, match="method"):
+        single_trial_betas([run], SPLITS, method="glmsingle", progress=False)
+    with pytest.raises(ValueError, match="no run"):
+        single_trial_betas([run], {"test": ["test"]}, progress=False)
+    other_grid = dataset["tmp"] / "mask_other.nii.gz"
+    nib.Nifti1Image(np.ones((4, 4, 4), dtype=np.uint8), np.eye(4)).to_filename(other_grid)
+    with pytest.raises(ValueError, match="mask_other"):
+        single_trial_betas([dict(run, mask=other_grid), dataset["runs"][1]], SPLITS,
+                           progress=False)
