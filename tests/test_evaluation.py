@@ -1,0 +1,265 @@
+"""Reconstruction metrics: correlations, SSIM, identification, bootstrap, file round trip."""
+
+import json
+import math
+from itertools import combinations
+
+import numpy as np
+import pandas as pd
+import pytest
+from skimage.color import rgb2gray
+from skimage.metrics import structural_similarity
+
+from conftest import smooth_images
+from fmrirecon.evaluation import (
+    bootstrap_ci,
+    correlation_matrix,
+    evaluate,
+    identification_2way,
+    identification_nway,
+    pixcorr,
+    read_metrics,
+    read_summary,
+    similarity_matrix,
+    ssim,
+    write_evaluation,
+)
+
+
+def noisy(images, sd, seed=1):
+    rng = np.random.default_rng(seed)
+    return np.clip(images + sd * rng.standard_normal(images.shape), 0, 1)
+
+
+# --- pixel correlation ----------------------------------------------------------------
+
+
+def test_pixcorr_self_and_negative():
+    images = smooth_images(4, size=10)
+    np.testing.assert_allclose(pixcorr(images, images), 1.0, atol=1e-12)
+    np.testing.assert_allclose(pixcorr(1 - images, images), -1.0, atol=1e-12)
+
+
+def test_pixcorr_matches_corrcoef_rgb():
+    rng = np.random.default_rng(0)
+    a, b = rng.random((5, 8, 8, 3)), rng.random((5, 8, 8, 3))
+    expected = [np.corrcoef(x.ravel(), y.ravel())[0, 1] for x, y in zip(a, b)]
+    np.testing.assert_allclose(pixcorr(a, b), expected, atol=1e-12)
+
+
+def test_pixcorr_rejects_shape_mismatch():
+    with pytest.raises(ValueError, match="shape"):
+        pixcorr(np.zeros((2, 8, 8, 1)), np.zeros((2, 8, 9, 1)))
+
+
+def test_similarity_matrix_pixcorr_and_callable():
+    rng = np.random.default_rng(0)
+    a, b = rng.random((6, 8, 8, 1)), rng.random((6, 8, 8, 1))
+    sim = similarity_matrix(a, b)
+    full = np.corrcoef(a.reshape(6, -1), b.reshape(6, -1))[:6, 6:]
+    np.testing.assert_allclose(sim, full, atol=1e-12)
+    np.testing.assert_allclose(np.diag(sim), pixcorr(a, b), atol=1e-12)
+    # A callable gets the arrays as given: deep features of another shape work.
+    fa, fb = rng.random((6, 20)), rng.random((6, 20))
+    np.testing.assert_allclose(similarity_matrix(fa, fb, metric=correlation_matrix),
+                               np.corrcoef(fa, fb)[:6, 6:], atol=1e-12)
+    with pytest.raises(ValueError, match="shape"):
+        similarity_matrix(fa, fb, metric=lambda x, y: np.zeros((6, 5)))
+    with pytest.raises(ValueError, match="unknown metric"):
+        similarity_matrix(fa, fb, metric="cosine")
+
+
+# --- SSIM -----------------------------------------------------------------------------
+
+
+def test_ssim_matches_skimage_gray_and_rgb():
+    rng = np.random.default_rng(0)
+    true = rng.random((3, 32, 32, 3))
+    recon = noisy(true, 0.2)
+    settings = dict(gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
+                    data_range=1.0)
+    expected = [structural_similarity(rgb2gray(r), rgb2gray(t), **settings)
+                for r, t in zip(recon, true)]
+    np.testing.assert_allclose(ssim(recon, true), expected, rtol=1e-12)
+    gray_t, gray_r = true[..., :1], recon[..., :1]
+    expected = [structural_similarity(r[..., 0], t[..., 0], **settings)
+                for r, t in zip(gray_r, gray_t)]
+    np.testing.assert_allclose(ssim(gray_r, gray_t), expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize("size", [10, 32])
+def test_ssim_identical_is_one_and_falls_with_noise(size):
+    true = smooth_images(3, size=size)
+    np.testing.assert_allclose(ssim(true, true), 1.0, atol=1e-9)
+    values = [ssim(noisy(true, sd), true) for sd in (0.02, 0.1, 0.3)]
+    assert np.all(values[0] > values[1]) and np.all(values[1] > values[2])
+
+
+def test_ssim_too_small():
+    with pytest.raises(ValueError, match="3 x 3"):
+        ssim(np.zeros((1, 2, 2, 1)), np.zeros((1, 2, 2, 1)))
+
+
+# --- identification -------------------------------------------------------------------
+
+
+def test_identification_perfect_reconstructions():
+    true = smooth_images(30, size=12)
+    sim = similarity_matrix(noisy(true, 0.01), true)
+    np.testing.assert_array_equal(identification_2way(sim), 1.0)
+    for n_way in (2, 5, 10):
+        np.testing.assert_array_equal(identification_nway(sim, n_way, n_draws=200, rng=0), 1.0)
+
+
+def test_identification_random_at_chance():
+    # For unrelated images each row's rank of S[i, i] is uniform, so mean ident2 has
+    # SD ~ sqrt(1 / (12 n)) = 0.029 and mean 5-way ~ 0.027 for n = 100; allow ~4 SD.
+    rng = np.random.default_rng(3)
+    n = 100
+    sim = similarity_matrix(rng.random((n, 8, 8, 1)), rng.random((n, 8, 8, 1)))
+    assert abs(identification_2way(sim).mean() - 0.5) < 0.12
+    for n_way, tol in ((5, 0.1), (10, 0.08)):
+        acc = identification_nway(sim, n_way, n_draws=300, rng=1)
+        assert abs(acc.mean() - 1 / n_way) < tol
+
+
+def test_identification_ties_count_half():
+    sim = np.array([[1.0, 1.0, 0.0],
+                    [0.0, 1.0, 2.0],
+                    [0.5, 0.5, 0.5]])
+    np.testing.assert_allclose(identification_2way(sim), [0.75, 0.5, 0.5])
+    # Row 2 ties with every distractor: 1/2 for 2-way, 1/3 for 3-way, in every draw.
+    assert identification_nway(sim, 2, n_draws=50, rng=0)[2] == 0.5
+    assert identification_nway(sim, 3, n_draws=50, rng=0)[2] == pytest.approx(1 / 3)
+    # Row 0 wins one 2-way draw in two and ties the other: 0.75 in expectation.
+    assert identification_nway(sim, 2, n_draws=20000, rng=0)[0] == pytest.approx(0.75, abs=0.02)
+
+
+def test_identification_nway_matches_exact_probability():
+    # Without ties, image i wins iff all n_way - 1 distractors come from the images it
+    # beats: probability C(lower, k) / C(n - 1, k). Check it against brute force too.
+    rng = np.random.default_rng(5)
+    n, n_way = 8, 4
+    sim = rng.standard_normal((n, n))
+    lower = (sim < np.diag(sim)[:, None]).sum(axis=1)
+    exact = np.array([math.comb(int(l), n_way - 1) / math.comb(n - 1, n_way - 1) for l in lower])
+    brute = np.array([
+        np.mean([sim[i, i] > sim[i, list(d)].max()
+                 for d in combinations([j for j in range(n) if j != i], n_way - 1)])
+        for i in range(n)
+    ])
+    np.testing.assert_allclose(brute, exact)
+    acc = identification_nway(sim, n_way, n_draws=20000, rng=0)
+    np.testing.assert_allclose(acc, exact, atol=0.015)
+
+
+def test_identification_nway_more_than_images_is_nan():
+    sim = np.eye(4)
+    acc = identification_nway(sim, 5, rng=0)
+    assert acc.shape == (4,) and np.isnan(acc).all()
+    with pytest.raises(ValueError, match="at least 2"):
+        identification_nway(sim, 1)
+
+
+def test_identification_nway_deterministic():
+    sim = np.random.default_rng(0).standard_normal((20, 20))
+    a = identification_nway(sim, 5, n_draws=100, rng=7)
+    np.testing.assert_array_equal(a, identification_nway(sim, 5, n_draws=100, rng=7))
+    assert not np.array_equal(a, identification_nway(sim, 5, n_draws=100, rng=8))
+
+
+# --- bootstrap ------------------------------------------------------------------------
+
+
+def test_bootstrap_ci_contains_mean_and_shrinks():
+    rng = np.random.default_rng(0)
+    small, large = rng.normal(0.3, 1, 20), rng.normal(0.3, 1, 2000)
+    lo_s, hi_s = bootstrap_ci(small, rng=0)
+    lo_l, hi_l = bootstrap_ci(large, rng=0)
+    assert lo_s < small.mean() < hi_s
+    assert lo_l < large.mean() < hi_l
+    # Width scales as 1 / sqrt(n): 10 times narrower for 100 times more items.
+    assert (hi_l - lo_l) < 0.2 * (hi_s - lo_s)
+    assert (hi_l - lo_l) == pytest.approx(2 * 1.96 / np.sqrt(2000), rel=0.15)
+
+
+def test_bootstrap_ci_deterministic_and_drops_nan():
+    values = np.random.default_rng(1).random(50)
+    assert bootstrap_ci(values, rng=3) == bootstrap_ci(values, rng=3)
+    assert bootstrap_ci(values, rng=3) != bootstrap_ci(values, rng=4)
+    with_nan = np.concatenate([values, [np.nan, np.nan]])
+    assert bootstrap_ci(with_nan, rng=3) == bootstrap_ci(values, rng=3)
+    assert all(math.isnan(v) for v in bootstrap_ci([np.nan], rng=0))
+
+
+# --- evaluate and files ---------------------------------------------------------------
+
+
+def test_evaluate_write_read_round_trip(tmp_path):
+    true = smooth_images(12, size=10)
+    recon = noisy(true, 0.1)
+    stims = [f"img{i:02d}.png" for i in range(12)]
+    per_image, summary = evaluate(recon, true, stims, n_way=(2, 5, 20), n_boot=500, seed=0)
+
+    assert list(per_image.columns) == ["stim_file", "pixcorr", "ssim", "ident2"]
+    assert per_image["stim_file"].tolist() == stims
+    np.testing.assert_allclose(per_image["pixcorr"], pixcorr(recon, true))
+    assert set(summary) == {"pixcorr", "ssim", "ident2", "nway"}
+    assert set(summary["nway"]) == {"2", "5", "20"}
+    entries = [summary[m] for m in ("pixcorr", "ssim", "ident2")] + list(summary["nway"].values())
+    for entry in entries:
+        assert set(entry) == {"mean", "ci_low", "ci_high", "chance"}
+    assert summary["pixcorr"]["chance"] == 0 and summary["ssim"]["chance"] is None
+    assert summary["ident2"]["chance"] == 0.5 and summary["nway"]["5"]["chance"] == 0.2
+    assert summary["pixcorr"]["mean"] == pytest.approx(per_image["pixcorr"].mean())
+    pix = summary["pixcorr"]
+    assert pix["ci_low"] < pix["mean"] < pix["ci_high"]
+    assert math.isnan(summary["nway"]["20"]["mean"])  # 20 > 12 images
+
+    tsv, js = tmp_path / "eval" / "m.tsv", tmp_path / "eval" / "s.json"
+    write_evaluation(per_image, summary, tsv, js)
+    raw = json.loads(js.read_text())  # strict JSON: NaN written as null
+    assert raw["nway"]["20"]["mean"] is None and raw["ssim"]["chance"] is None
+    back = read_summary(js)
+    assert back.keys() == summary.keys() and back["nway"].keys() == summary["nway"].keys()
+    pairs = [(back[m], summary[m]) for m in ("pixcorr", "ssim", "ident2")]
+    pairs += [(back["nway"][n], summary["nway"][n]) for n in summary["nway"]]
+    for got, want in pairs:
+        assert got.keys() == want.keys()
+        for key, value in want.items():
+            if value is None:
+                assert got[key] is None, key
+            elif math.isnan(value):
+                assert math.isnan(got[key]), key
+            else:
+                assert got[key] == value, key  # JSON keeps full float precision
+    pd.testing.assert_frame_equal(read_metrics(tsv), per_image)
+    assert tsv.read_text().splitlines()[0] == "stim_file\tpixcorr\tssim\tident2"
+
+
+def test_evaluate_deterministic_and_streams_independent():
+    true = smooth_images(10, size=10)
+    recon = noisy(true, 0.3)
+    stims = [str(i) for i in range(10)]
+    _, a = evaluate(recon, true, stims, n_way=(2, 5), n_boot=300, seed=4)
+    _, b = evaluate(recon, true, stims, n_way=(2, 5), n_boot=300, seed=4)
+    assert a == b
+    # Adding an n-way size leaves the other quantities unchanged.
+    _, c = evaluate(recon, true, stims, n_way=(2, 5, 10), n_boot=300, seed=4)
+    assert c["pixcorr"] == a["pixcorr"] and c["nway"]["5"] == a["nway"]["5"]
+
+
+def test_evaluate_checks_stim_files():
+    images = smooth_images(3, size=10)
+    with pytest.raises(ValueError, match="stim_files"):
+        evaluate(images, images, ["a", "b"])
+
+
+def test_flat_reconstruction_scores_at_chance_not_dropped():
+    rng = np.random.default_rng(0)
+    true = rng.random((6, 12, 12, 1))
+    recon = true.copy()
+    recon[0] = 0.5  # a method that drew nothing for image 0
+    assert pixcorr(recon, true)[0] == 0
+    ident = identification_2way(similarity_matrix(recon, true))
+    assert ident[0] == 0.5 and np.isfinite(ident).all()

@@ -1,0 +1,149 @@
+"""The HTML report: file-name parsing, metrics table, self-contained page."""
+
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.figure import Figure
+
+from conftest import smooth_images
+from fmrirecon.evaluation import evaluate, write_evaluation
+from fmrirecon.images import save_grid
+from fmrirecon.report import (
+    METRIC_COLUMNS,
+    build_report,
+    collect_metrics,
+    index_by_name,
+    parse_name,
+    write_metrics_table,
+)
+
+SUBJECTS, METHODS = ("01", "02"), ("pca", "vdvae")
+
+
+@pytest.fixture(scope="module")
+def outputs(tmp_path_factory):
+    """Summaries and grids of two subjects x two methods (test split) + one imagery."""
+    root = tmp_path_factory.mktemp("derivatives")
+    true = smooth_images(8, size=10)
+    summaries, grids = [], []
+    keys = [(s, m, "test") for s in SUBJECTS for m in METHODS] + [("01", "pca", "imagery")]
+    for k, (subject, method, split) in enumerate(keys):
+        rng = np.random.default_rng(k)
+        recon = np.clip(true + (0.1 + 0.2 * k) * rng.standard_normal(true.shape), 0, 1)
+        per_image, summary = evaluate(recon, true, [f"{i}.png" for i in range(8)],
+                                      n_way=(2, 5), n_boot=200, seed=k)
+        stem = f"sub-{subject}_desc-{method}{split}"
+        folder = root / f"sub-{subject}"
+        write_evaluation(per_image, summary, folder / "eval" / f"{stem}_metrics.tsv",
+                         folder / "eval" / f"{stem}_summary.json")
+        folder.joinpath("recon").mkdir(exist_ok=True)
+        grid = folder / "recon" / f"{stem}_recon.png"
+        save_grid(grid, [true, recon])
+        summaries.append(folder / "eval" / f"{stem}_summary.json")
+        grids.append(grid)
+    return summaries, grids
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("sub-01_desc-pcatest_summary.json", ("01", "pca", "test")),
+    ("sub-02_desc-vdvaeimagery_summary.json", ("02", "vdvae", "imagery")),
+    ("sub-CSI1_desc-brain2test_recon.png", ("CSI1", "brain2", "test")),
+    ("sub-01_desc-latesttest_summary.json", ("01", "latest", "test")),
+])
+def test_parse_name(name, expected):
+    got = parse_name(f"/some/dir/sub-x/{name}")
+    assert got == dict(zip(("subject", "method", "split"), expected))
+
+
+@pytest.mark.parametrize("name", [
+    "sub-01_desc-pca_summary.json",        # no split
+    "sub-01_desc-test_summary.json",       # no method
+    "sub-01_desc-PCAtest_summary.json",    # method not lowercase
+    "01_desc-pcatest_summary.json",        # no sub- prefix
+    "sub-01_desc-pcatrain_summary.json",   # unknown split
+    "sub-01_desc-pca-xtest_summary.json",  # non-alphanumeric method
+])
+def test_parse_name_rejects(name):
+    with pytest.raises(ValueError, match=re.escape(name)):
+        parse_name(name)
+
+
+def test_collect_metrics(outputs, tmp_path):
+    summaries, _ = outputs
+    table = collect_metrics(summaries)
+    assert list(table.columns) == METRIC_COLUMNS
+    # 5 summaries x (pixcorr, ssim, ident2, 2-way, 5-way)
+    assert len(table) == 25
+    assert set(table["subject"]) == set(SUBJECTS) and set(table["method"]) == set(METHODS)
+    nway = table[table["metric"] == "nway"]
+    assert sorted(nway["n"].unique()) == [2, 5]
+    assert table.loc[table["metric"] != "nway", "n"].isna().all()
+    np.testing.assert_allclose(nway["chance"], 1 / nway["n"].astype(float))
+    assert table.loc[table["metric"] == "ssim", "chance"].isna().all()
+    assert (table.loc[table["metric"] == "ident2", "chance"] == 0.5).all()
+    assert (table["ci_low"] <= table["mean"]).all() and (table["mean"] <= table["ci_high"]).all()
+
+    path = tmp_path / "report" / "metrics.tsv"
+    write_metrics_table(table, path)
+    back = pd.read_csv(path, sep="\t", na_values=["n/a"], keep_default_na=False,
+                       dtype={"subject": str})
+    assert back.columns.tolist() == METRIC_COLUMNS and len(back) == 25
+    np.testing.assert_allclose(back["mean"], table["mean"])
+
+
+def test_collect_metrics_rejects_bad_name(outputs, tmp_path):
+    summaries, _ = outputs
+    bad = tmp_path / "sub-01_desc-pca_summary.json"
+    bad.write_text(summaries[0].read_text())
+    with pytest.raises(ValueError, match="sub-01_desc-pca_summary.json"):
+        collect_metrics([*summaries, bad])
+
+
+def test_build_report(outputs, tmp_path):
+    summaries, grids = outputs
+    metrics = collect_metrics(summaries)
+    pngs = index_by_name(grids)
+    expected = {(s, m, "test") for s in SUBJECTS for m in METHODS} | {("01", "pca", "imagery")}
+    assert set(pngs) == expected
+    fig = Figure()
+    fig.subplots().plot([0, 1], [1, 0])
+    extra = [
+        {"title": "Trusted <html>", "html": "<p class='mine'>voxel maps</p>"},
+        {"title": "A figure", "figure": fig},
+        {"title": "A table", "table": pd.DataFrame({"roi": ["V1 <b>"], "r": [0.4]})},
+    ]
+    config = {"seed": 0, "evaluation": {"n_way": (2, 5)}, "results_dir": tmp_path}
+    out = build_report(metrics, pngs, config, tmp_path / "report" / "index.html",
+                       extra_sections=extra, title="Report <script>")
+    html = out.read_text()
+    for subject in SUBJECTS:
+        assert f"sub-{subject}" in html
+    for method in METHODS:
+        assert method in html
+    assert "imagery" in html
+    # chance levels in the summary table: 0 for pixcorr, 0.5 for 2-way, 0.2 for 5-way
+    chance_row = re.search(r'<tr class="chance">(.*?)</tr>', html, re.S).group(1)
+    assert re.findall(r"<td>(.*?)</td>", chance_row) == ["0.000", "n/a", "0.500", "0.500", "0.200"]
+    # figures and the 5 grids embedded, nothing fetched from outside
+    images = re.findall(r'src="data:image/png;base64,[A-Za-z0-9+/=]+"', html)
+    assert len(images) >= 5 + 4 + 1  # grids + bars/curves per split + extra figure
+    assert "http://" not in html and "https://" not in html
+    assert re.search(r'src="(?!data:)', html) is None
+    # text escaped, trusted html kept, config shown as YAML
+    assert "Report &lt;script&gt;" in html and "<script>" not in html
+    assert "<p class='mine'>voxel maps</p>" in html
+    assert "V1 &lt;b&gt;" in html
+    assert "n_way:" in html and "- 5" in html
+
+
+def test_build_report_checks_extra_sections(outputs, tmp_path):
+    summaries, grids = outputs
+    metrics = collect_metrics(summaries)
+    with pytest.raises(ValueError, match="exactly one"):
+        build_report(metrics, {}, {}, tmp_path / "x.html",
+                     extra_sections=[{"title": "t", "html": "a", "table": pd.DataFrame()}])
+    with pytest.raises(FileNotFoundError):
+        build_report(metrics, {("01", "pca", "test"): tmp_path / "missing.png"}, {},
+                     tmp_path / "x.html")
