@@ -1,0 +1,37 @@
+"""Simulate a BIDS dataset of a visual image-reconstruction fMRI study, with ground truth.
+
+- :mod:`~fmrirecon.simulate.stimuli`: procedural stimulus images (shapes, letters,
+  natural-image crops) or a deterministic sample of a folder of real images;
+- :mod:`~fmrirecon.simulate.encoding`: the brain, the pRF/CSS voxel encoding model
+  and the BOLD time series (HRF, drift, AR(1) noise, head motion);
+- :mod:`~fmrirecon.simulate.study`: the study design, the BIDS files and the ground
+  truth HDF5 (its layout is documented there).
+
+Typical use (``cfg`` is the config's ``simulate`` section; missing keys take
+:data:`DEFAULTS`)::
+
+    plan = study_plan(cfg)
+    write_stimuli(cfg, bids_dir)
+    for subject in plan["subjects"]:
+        simulate_subject(cfg, bids_dir, subject, truth_dir / f"sub-{subject}_truth.h5")
+"""
+
+from .study import (
+    DEFAULTS,
+    IMAGERY_GAIN,
+    bids_run_name,
+    read_truth_trials,
+    simulate_subject,
+    study_plan,
+    write_stimuli,
+)
+
+__all__ = [
+    "DEFAULTS",
+    "IMAGERY_GAIN",
+    "bids_run_name",
+    "read_truth_trials",
+    "simulate_subject",
+    "study_plan",
+    "write_stimuli",
+]

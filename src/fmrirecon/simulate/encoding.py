@@ -1,0 +1,445 @@
+"""Ground-truth brain, voxel encoding model and BOLD time series of a simulated subject.
+
+The model is a classic population receptive field (pRF) model with a compressive
+spatial summation (CSS) nonlinearity:
+
+- the brain is an ellipsoid of voxels with a smoothly varying baseline intensity
+  (about 1000) on a near-zero background;
+- ``n_visual`` voxels at the posterior pole are "visual". Each has a 2-D Gaussian
+  receptive field whose centre maps smoothly from the voxel's position (left
+  hemisphere sees the right visual field, dorsal voxels see the lower field) plus
+  jitter, and whose size grows away from the pole;
+- a visual voxel's drive is a weighted sum of RF-pooled image features: local
+  contrast energy, luminance (ON) and darkness (OFF) and, for colour images,
+  red-green and blue-yellow opponent signals; the response is ``gain * drive **
+  exponent`` with ``exponent`` in [0.5, 0.8];
+- gains are calibrated on the stimulus set so a voxel's mean evoked response is
+  ``signal_psc`` (times a voxel-specific factor) percent of its baseline.
+
+Responses are amplitudes in percent signal change (PSC) of the *peak* of a trial's
+evoked response: the trial regressor (a boxcar of the trial duration convolved with
+the Glover HRF) is scaled to a peak of 1. The BOLD signal adds slow cosine drifts,
+AR(1) thermal noise, and head motion applied as sub-voxel translations of every
+volume.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import nibabel as nib
+import numpy as np
+from scipy import ndimage
+
+#: Nominal baseline intensity of the brain (thermal noise is relative to it).
+BASELINE = 1000.0
+
+#: Names of the columns of :attr:`EncodingModel.weights`.
+FEATURES = ("contrast", "on", "off", "red_green", "blue_yellow")
+
+# Drive of a blank (uniform mid-gray) image: any stimulus onset evokes some response.
+_PEDESTAL = 0.1
+
+# Typical RF-pooled contrast energy of [0, 1] images; divides the feature so its
+# weight is comparable with the luminance weights.
+_CONTRAST_SCALE = 0.08
+
+
+@dataclass
+class Brain:
+    """Geometry and static intensity of a simulated brain.
+
+    Attributes
+    ----------
+    affine : ndarray, shape (4, 4)
+        Voxel-to-world (mm) transform of the BOLD grid.
+    mask : ndarray of bool, shape ``shape``
+        Brain voxels.
+    baseline : ndarray of float32, shape ``shape``
+        Mean intensity (0 outside the brain).
+    voxel_ijk : ndarray of int, shape (n_brain, 3)
+        Indices of the brain voxels (C order), the column order of every
+        per-voxel array of the ground truth.
+    is_visual : ndarray of bool, shape (n_brain,)
+    """
+
+    affine: np.ndarray
+    mask: np.ndarray
+    baseline: np.ndarray
+    voxel_ijk: np.ndarray
+    is_visual: np.ndarray
+
+    @property
+    def shape(self) -> tuple:
+        return self.mask.shape
+
+    @property
+    def voxel_size(self) -> float:
+        return float(abs(self.affine[0, 0]))
+
+
+def grid_affine(shape, voxel_size: float) -> np.ndarray:
+    """RAS affine with isotropic ``voxel_size`` and the world origin at the grid centre."""
+    affine = np.diag([voxel_size, voxel_size, voxel_size, 1.0])
+    affine[:3, 3] = -(np.asarray(shape, dtype=float) - 1) / 2 * voxel_size
+    return affine
+
+
+def _radii(shape) -> np.ndarray:
+    """Semi-axes of the brain ellipsoid, in voxels.
+
+    Two voxels of background on each side: room for head motion, and enough for
+    the morphological opening of nilearn's ``compute_epi_mask`` not to eat the
+    brain where it touches the edge of the grid.
+    """
+    return np.maximum(np.asarray(shape, dtype=float) / 2 - 2, 1.0)
+
+
+def make_brain(shape, voxel_size: float, n_visual: int, rng: np.random.Generator) -> Brain:
+    """Draw an ellipsoidal brain with a posterior patch of visual voxels.
+
+    Parameters
+    ----------
+    shape : sequence of 3 int
+        BOLD grid (x: left-right, y: posterior-anterior, z: inferior-superior).
+    voxel_size : float
+        In mm.
+    n_visual : int
+        Number of visual voxels.
+    rng : numpy.random.Generator
+
+    Returns
+    -------
+    Brain
+    """
+    shape = tuple(int(s) for s in shape)
+    centre = (np.asarray(shape) - 1) / 2
+    radii = _radii(shape)
+    grid = np.indices(shape).astype(float)
+    r2 = sum(((grid[a] - centre[a]) / radii[a]) ** 2 for a in range(3))
+    mask = r2 <= 1.0
+    voxel_ijk = np.argwhere(mask)
+    if n_visual > len(voxel_ijk):
+        raise ValueError(
+            f"n_visual_voxels={n_visual} exceeds the {len(voxel_ijk)} brain voxels of "
+            f"volume_shape {list(shape)}"
+        )
+    # Smooth multiplicative field (coil sensitivity / tissue) of about +-8%.
+    field = ndimage.gaussian_filter(rng.standard_normal(shape), sigma=max(shape) / 6)
+    field = (field - field[mask].mean()) / (field[mask].std() + 1e-12)
+    gradient = 0.05 * (grid[2] - centre[2]) / max(radii[2], 1)
+    baseline = np.where(mask, BASELINE * (1 + 0.08 * field + gradient), 0).astype(np.float32)
+    # The occipital pole: the most posterior brain voxels, with a ragged border.
+    posterior = voxel_ijk[:, 1] + rng.uniform(0, 1.5, size=len(voxel_ijk))
+    is_visual = np.zeros(len(voxel_ijk), dtype=bool)
+    is_visual[np.argsort(posterior, kind="stable")[:n_visual]] = True
+    return Brain(grid_affine(shape, voxel_size), mask, baseline, voxel_ijk, is_visual)
+
+
+def make_t1w(brain: Brain, rng: np.random.Generator) -> nib.Nifti1Image:
+    """A cheap T1-weighted anatomy at half the BOLD voxel size, same field of view.
+
+    White matter is bright, grey matter darker, a thin CSF rim dark and the
+    background zero, with a wobbly grey/white border.
+    """
+    shape = tuple(2 * s for s in brain.shape)
+    # Fine voxel f has its centre at (f + 0.5) / 2 - 0.5 in BOLD voxel units.
+    to_bold = np.diag([0.5, 0.5, 0.5, 1.0])
+    to_bold[:3, 3] = -0.25
+    affine = brain.affine @ to_bold
+    coords = np.indices(shape).astype(float) * 0.5 - 0.25
+    centre = (np.asarray(brain.shape) - 1) / 2
+    radii = _radii(brain.shape)
+    r = np.sqrt(sum(((coords[a] - centre[a]) / radii[a]) ** 2 for a in range(3)))
+    wobble = ndimage.gaussian_filter(rng.standard_normal(shape), sigma=1.5)
+    wobble *= 0.08 / (wobble.std() + 1e-12)
+    img = np.zeros(shape, dtype=np.float32)
+    img[r <= 1.0] = 250.0                      # CSF
+    img[r <= 0.94] = 550.0                     # grey matter
+    img[r + wobble <= 0.65] = 850.0            # white matter
+    img = ndimage.gaussian_filter(img, 0.6)
+    img += rng.normal(0, 12.0, size=shape)
+    data = np.clip(np.abs(img), 0, 32767).round().astype(np.int16)
+    out = nib.Nifti1Image(data, affine)
+    out.header.set_xyzt_units("mm", "sec")
+    out.set_qform(affine, code=1)
+    out.set_sform(affine, code=1)
+    return out
+
+
+@dataclass
+class EncodingModel:
+    """Receptive fields and feature weights of the visual voxels.
+
+    Image coordinates are fractions of the image side: ``x`` from left to right,
+    ``y`` from top to bottom.
+
+    Attributes
+    ----------
+    rf_center : ndarray, shape (n_visual, 2)
+        (x, y) of each RF centre.
+    rf_size : ndarray, shape (n_visual,)
+        Gaussian sigma of each RF.
+    exponent : ndarray, shape (n_visual,)
+        Compressive exponent of the CSS nonlinearity.
+    weights : ndarray, shape (n_visual, len(FEATURES))
+        Non-negative weight of each feature in the drive.
+    gain : ndarray, shape (n_visual,)
+        PSC per unit of ``drive ** exponent`` (set by :meth:`calibrate`).
+    """
+
+    rf_center: np.ndarray
+    rf_size: np.ndarray
+    exponent: np.ndarray
+    weights: np.ndarray
+    gain: np.ndarray
+
+    def features(self, images: np.ndarray) -> np.ndarray:
+        """RF-pooled features of each image for each voxel.
+
+        Parameters
+        ----------
+        images : ndarray, shape (n, H, W, C)
+            Values in [0, 1], square, C = 1 or 3.
+
+        Returns
+        -------
+        ndarray, shape (n, n_visual, len(FEATURES))
+        """
+        images = np.asarray(images, dtype=np.float32)
+        n, h, w, c = images.shape
+        lum = images.mean(axis=-1)
+        # Local contrast energy: deviation from the local mean luminance.
+        sigma = max(1.0, w / 16)
+        local = ndimage.gaussian_filter(lum, sigma=(0, sigma, sigma), mode="reflect")
+        energy = np.abs(lum - local)
+        if c == 3:
+            red_green = images[..., 0] - images[..., 1]
+            blue_yellow = images[..., 2] - (images[..., 0] + images[..., 1]) / 2
+        else:
+            red_green = blue_yellow = np.zeros_like(lum)
+        rf = self.rf_weights(h, w)                      # (n_visual, H*W)
+        pool = lambda a: a.reshape(n, -1) @ rf.T        # noqa: E731
+        lum_v = pool(lum)
+        # ON and OFF channels: rectified deviations from mid-gray, so a gray image
+        # drives neither and luminance polarity is encoded.
+        return np.stack([
+            pool(energy) / _CONTRAST_SCALE,
+            2 * np.maximum(lum_v - 0.5, 0),
+            2 * np.maximum(0.5 - lum_v, 0),
+            np.abs(pool(red_green)) / _CONTRAST_SCALE,
+            np.abs(pool(blue_yellow)) / _CONTRAST_SCALE,
+        ], axis=-1).astype(np.float32)
+
+    def rf_weights(self, h: int, w: int) -> np.ndarray:
+        """Receptive fields sampled on an (h, w) pixel grid, each summing to 1."""
+        ys = (np.arange(h) + 0.5) / h
+        xs = (np.arange(w) + 0.5) / w
+        gx = np.exp(-((xs[None, :] - self.rf_center[:, :1]) ** 2) / (2 * self.rf_size[:, None] ** 2))
+        gy = np.exp(-((ys[None, :] - self.rf_center[:, 1:]) ** 2) / (2 * self.rf_size[:, None] ** 2))
+        rf = (gy[:, :, None] * gx[:, None, :]).reshape(len(self.rf_size), h * w)
+        return (rf / (rf.sum(axis=1, keepdims=True) + 1e-12)).astype(np.float32)
+
+    def drive(self, images: np.ndarray) -> np.ndarray:
+        """``drive ** exponent`` of each voxel for each image, shape (n, n_visual)."""
+        drive = np.einsum("nvf,vf->nv", self.features(images), self.weights)
+        return (np.maximum(drive, 0) + _PEDESTAL) ** self.exponent
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        """Noise-free response amplitude (PSC), shape (n, n_visual)."""
+        return (self.drive(images) * self.gain).astype(np.float32)
+
+    def calibrate(self, images: np.ndarray, signal_psc: float, rng: np.random.Generator) -> None:
+        """Set gains so each voxel's mean response over ``images`` is about ``signal_psc``.
+
+        A log-normal voxel factor (sd 0.3) keeps voxels unequally responsive.
+        """
+        mean = self.drive(images).mean(axis=0)
+        factor = np.exp(rng.normal(0, 0.3, size=len(mean)))
+        self.gain = (signal_psc * factor / np.maximum(mean, 1e-6)).astype(np.float32)
+
+
+def draw_model(brain: Brain, rng: np.random.Generator, channels: int = 1) -> EncodingModel:
+    """Draw receptive fields and weights for the visual voxels of ``brain``.
+
+    Parameters
+    ----------
+    brain : Brain
+    rng : numpy.random.Generator
+    channels : {1, 3}
+        Colour weights are drawn only for colour stimuli.
+
+    Returns
+    -------
+    EncodingModel
+        With unit gains; call :meth:`EncodingModel.calibrate`.
+    """
+    ijk = brain.voxel_ijk[brain.is_visual].astype(float)
+    n = len(ijk)
+
+    def unit(a):  # position within the visual patch, in [-1, 1] (or [0, 1] for y)
+        lo, hi = a.min(), a.max()
+        return np.zeros_like(a) if hi == lo else (a - lo) / (hi - lo)
+
+    u = 2 * unit(ijk[:, 0]) - 1          # left (-1) .. right (+1) hemisphere
+    v = 2 * unit(ijk[:, 2]) - 1          # ventral (-1) .. dorsal (+1)
+    d = unit(ijk[:, 1])                  # distance from the occipital pole
+    # Contralateral, inverted retinotopy; RFs grow with "eccentricity" (distance from pole).
+    cx = 0.5 - 0.4 * u + rng.normal(0, 0.06, n)
+    cy = 0.5 + 0.4 * v + rng.normal(0, 0.06, n)
+    centre = np.clip(np.stack([cx, cy], axis=1), 0.03, 0.97)
+    size = (0.05 + 0.1 * d) * np.exp(rng.normal(0, 0.25, n))
+    exponent = rng.uniform(0.5, 0.8, n)
+    weights = np.zeros((n, len(FEATURES)))
+    weights[:, 0] = rng.uniform(0.3, 1.5, n)                 # contrast energy
+    # Bimodal ON/OFF preference, so luminance polarity is encoded.
+    on = rng.beta(0.5, 0.5, n)
+    lum = rng.uniform(0.6, 2.0, n)
+    weights[:, 1] = lum * on
+    weights[:, 2] = lum * (1 - on)
+    if channels == 3:
+        weights[:, 3:] = rng.uniform(0, 0.6, (n, 2))
+    return EncodingModel(
+        rf_center=centre.astype(np.float32),
+        rf_size=size.astype(np.float32),
+        exponent=exponent.astype(np.float32),
+        weights=weights.astype(np.float32),
+        gain=np.ones(n, dtype=np.float32),
+    )
+
+
+def trial_regressors(onsets, duration: float, n_vols: int, tr: float,
+                     oversampling: int = 20) -> np.ndarray:
+    """Each trial's boxcar convolved with the Glover HRF, sampled at the volumes.
+
+    Volume ``t`` is acquired at time ``t * tr`` (every slice at once). Each regressor
+    is scaled so that its peak, in continuous time, is 1.
+
+    Returns
+    -------
+    ndarray, shape (n_vols, n_trials)
+    """
+    from nilearn.glm.first_level import glover_hrf
+
+    dt = tr / oversampling
+    hrf = glover_hrf(tr, oversampling=oversampling, time_length=32.0)
+    box = np.ones(max(1, int(round(duration / dt))))
+    kernel = np.convolve(box, hrf)
+    kernel /= kernel.max()
+    kernel_t = np.arange(len(kernel)) * dt
+    frame_t = np.arange(n_vols) * tr
+    return np.stack(
+        [np.interp(frame_t - onset, kernel_t, kernel, left=0.0, right=0.0) for onset in onsets],
+        axis=1,
+    ) if len(onsets) else np.zeros((n_vols, 0))
+
+
+def motion_trace(n_vols: int, motion_mm: float, rng: np.random.Generator) -> np.ndarray:
+    """Head translations (mm, x/y/z) of each volume: slow random walk plus rare spikes.
+
+    The walk starts from a small offset (the head is never exactly where it was in
+    the previous run); spikes last one volume.
+    """
+    if motion_mm <= 0:
+        return np.zeros((n_vols, 3), dtype=np.float32)
+    start = rng.normal(0, motion_mm / 2, size=(1, 3))
+    walk = np.cumsum(rng.normal(0, motion_mm / 10, size=(n_vols, 3)), axis=0)
+    spikes = (rng.random(n_vols) < 0.02)[:, None] * rng.normal(0, 2 * motion_mm, size=(n_vols, 3))
+    return (start + walk + spikes).astype(np.float32)
+
+
+def drift_timeseries(n_vols: int, n_vox: int, drift_psc: float, rng: np.random.Generator,
+                     n_cosines: int = 3) -> np.ndarray:
+    """Slow drift in PSC: low-frequency cosines (periods >= 2/3 of the run).
+
+    Half of the variance is shared by all voxels (scanner drift), half is
+    voxel-specific. The standard deviation over time is about ``drift_psc / 2``, so
+    excursions reach about ``drift_psc``. The fastest cosine has a period of 2/3 of
+    the run, so a 128 s high-pass filter removes all of it in runs of 192 s or
+    more; in shorter runs part of it survives, as in real data.
+    """
+    t = (np.arange(n_vols) + 0.5) / n_vols
+    basis = np.stack([np.cos(np.pi * k * t) for k in range(1, n_cosines + 1)], axis=1)
+    basis /= basis.std(axis=0)
+    scale = 1 / np.arange(1, n_cosines + 1)                   # slower = larger
+    shared = rng.normal(size=(n_cosines, 1)) * scale[:, None]
+    own = rng.normal(size=(n_cosines, n_vox)) * scale[:, None]
+    coef = np.sqrt(0.5) * shared + np.sqrt(0.5) * own
+    coef *= (drift_psc / 2) / np.sqrt((scale ** 2).sum())
+    return (basis @ coef).astype(np.float32)
+
+
+def ar1_noise(n_vols: int, n_vox: int, sd: float, rho: float, rng: np.random.Generator) -> np.ndarray:
+    """Gaussian AR(1) noise with marginal standard deviation ``sd``."""
+    innovations = rng.standard_normal((n_vols, n_vox)).astype(np.float32)
+    out = np.empty_like(innovations)
+    out[0] = innovations[0]
+    scale = np.sqrt(1 - rho ** 2)
+    for t in range(1, n_vols):
+        out[t] = rho * out[t - 1] + scale * innovations[t]
+    return out * sd
+
+
+def simulate_run(brain: Brain, amplitudes: np.ndarray, onsets, duration: float, tr: float,
+                 n_vols: int, noise_psc: float, drift_psc: float, motion_mm: float,
+                 rng: np.random.Generator, noise_rho: float = 0.3) -> tuple[np.ndarray, np.ndarray]:
+    """Simulate the BOLD volumes of one run.
+
+    Parameters
+    ----------
+    brain : Brain
+    amplitudes : ndarray, shape (n_trials, n_brain)
+        Peak response of each trial in each brain voxel (PSC).
+    onsets : sequence of float
+        Trial onsets (s).
+    duration : float
+        Trial duration (s).
+    tr : float
+    n_vols : int
+    noise_psc, drift_psc, motion_mm : float
+        Thermal noise SD (percent of :data:`BASELINE`), drift size (PSC) and motion
+        scale (mm).
+    rng : numpy.random.Generator
+    noise_rho : float
+        AR(1) coefficient of the thermal noise.
+
+    Returns
+    -------
+    data : ndarray of float32, shape brain.shape + (n_vols,)
+    translation : ndarray of float32, shape (n_vols, 3)
+        Head translation (mm) of each volume: the image content is moved by
+        ``translation / voxel_size`` voxels along x, y, z.
+    """
+    n_brain = len(brain.voxel_ijk)
+    signal = trial_regressors(onsets, duration, n_vols, tr) @ amplitudes      # (T, n_brain)
+    signal += drift_timeseries(n_vols, n_brain, drift_psc, rng)
+    ii, jj, kk = brain.voxel_ijk.T
+    clean = brain.baseline[ii, jj, kk] * (1 + signal / 100)                   # (T, n_brain)
+    translation = motion_trace(n_vols, motion_mm, rng)
+    shifts = translation / brain.voxel_size
+    data = np.zeros(brain.shape + (n_vols,), dtype=np.float32)
+    vol = np.zeros(brain.shape, dtype=np.float32)
+    for t in range(n_vols):
+        vol[ii, jj, kk] = clean[t]
+        if np.any(shifts[t]):
+            data[..., t] = ndimage.shift(vol, shifts[t], order=1, mode="constant", cval=0.0)
+        else:
+            data[..., t] = vol
+    # Thermal noise is added in the scanner frame, after motion; magnitude images
+    # are non-negative (Rician-like background).
+    noise = ar1_noise(n_vols, int(np.prod(brain.shape)), noise_psc / 100 * BASELINE, noise_rho, rng)
+    data += noise.T.reshape(brain.shape + (n_vols,))
+    np.abs(data, out=data)
+    return data, translation
+
+
+def bold_image(data: np.ndarray, affine: np.ndarray, tr: float) -> nib.Nifti1Image:
+    """A 4-D int16 NIfTI with mm/s units and the TR as fourth zoom."""
+    arr = np.clip(np.round(data), 0, np.iinfo(np.int16).max).astype(np.int16)
+    img = nib.Nifti1Image(arr, affine)
+    img.header.set_xyzt_units("mm", "sec")
+    zooms = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    img.header.set_zooms(tuple(float(z) for z in zooms) + (float(tr),))
+    img.set_qform(affine, code=1)
+    img.set_sform(affine, code=1)
+    return img
