@@ -1,0 +1,30 @@
+# fmrirecon: BIDS raw data -> preprocessing -> single-trial betas -> decoders ->
+# reconstructions -> evaluation -> one report. See README.md and docs/formats.md.
+
+configfile: "config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/simulate.smk"
+include: "workflow/rules/preprocess.smk"
+include: "workflow/rules/glm.smk"
+include: "workflow/rules/decode.smk"
+include: "workflow/rules/reconstruct.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/report.smk"
+
+
+report: "workflow/report/workflow.rst"
+
+
+localrules:
+    all,
+    derivatives_description,
+    report,
+
+
+rule all:
+    input:
+        OUT / "dataset_description.json",
+        REPORT / "index.html",
+    default_target: True

@@ -1,0 +1,136 @@
+"""The work of each workflow step, as plain functions of paths and settings.
+
+Each Snakemake rule calls one function here through a two-line script, so that a step
+can be run, tested and debugged without Snakemake.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+
+from .betas import Betas, read_betas
+from .images import load_images, save_grid
+from .methods import ReconstructionMethod, get_method
+
+log = logging.getLogger(__name__)
+
+
+def load_stimuli(stimuli_dir: str | Path, stim_files, size: int, channels: int) -> np.ndarray:
+    """The images named by ``stim_files`` (relative to the BIDS ``stimuli/`` folder)."""
+    return load_images([Path(stimuli_dir) / s for s in stim_files], size, channels)
+
+
+def voxel_columns(betas: Betas, mask_path: str | Path) -> np.ndarray:
+    """Boolean selection of the betas' columns inside the NIfTI mask at ``mask_path``."""
+    mask = np.asarray(nib.load(mask_path).dataobj) > 0
+    if mask.shape != tuple(betas.shape):
+        raise ValueError(f"{mask_path}: grid {mask.shape} differs from the betas' {betas.shape}")
+    i, j, k = betas.voxel_ijk.T
+    return mask[i, j, k]
+
+
+def select_voxels(betas_path, trials_path, settings: dict, out_mask) -> None:
+    """Write the voxels the decoders use as a NIfTI mask (config section ``voxels``)."""
+    from .voxels import select_voxels as select
+
+    betas = read_betas(betas_path, trials_path)
+    keep = select(
+        betas, method=settings["select"], n_top=settings["n_top"],
+        min_reliability=settings["min_reliability"], mask_img=settings["mask"],
+        atlas_img=settings["atlas"], atlas_labels=settings["atlas_labels"] or None,
+    )
+    data = np.zeros(betas.shape, dtype=np.uint8)
+    i, j, k = betas.voxel_ijk[keep].T
+    data[i, j, k] = 1
+    nib.save(nib.Nifti1Image(data, betas.affine), out_mask)
+    log.info("selected %d of %d voxels (%s)", keep.sum(), len(keep), settings["select"])
+
+
+def fit_method(betas_path, trials_path, voxels_path, stimuli_dir, method: str,
+               settings: dict, images: dict, seed: int, out_model) -> ReconstructionMethod:
+    """Fit reconstruction ``method`` on the training trials and save it."""
+    betas = read_betas(betas_path, trials_path)
+    train = betas.select("train")
+    if len(train.trials) == 0:
+        raise ValueError(f"{trials_path}: no training trials (check design.train_tasks)")
+    columns = voxel_columns(betas, voxels_path)
+    targets = load_stimuli(stimuli_dir, train.trials["stim_file"], images["size"], images["channels"])
+    groups = (train.trials["task"].astype(str) + "_" + train.trials["run"].astype(str)).to_numpy()
+    log.info("fitting %s on %d trials x %d voxels", method, len(targets), columns.sum())
+    model = get_method(method)(seed=seed, **settings)
+    model.fit(train.betas[:, columns], targets, groups=groups)
+    model.save(out_model)
+    return model
+
+
+def reconstruct(model_path, betas_path, trials_path, voxels_path, stimuli_dir, method: str,
+                split: str, images: dict, out_npz, out_png) -> None:
+    """Reconstruct the repetition-averaged betas of ``split`` and save images and grid."""
+    betas = read_betas(betas_path, trials_path)
+    data = betas.select(split)
+    if len(data.trials) == 0:
+        raise ValueError(f"{trials_path}: no {split} trials")
+    model = get_method(method).load(model_path)
+    columns = voxel_columns(betas, voxels_path)
+    averaged, stim_files = data.average_repeats()
+    recon = model.reconstruct(averaged[:, columns])
+    decoded = model.decode(averaged[:, columns])
+    true = load_stimuli(stimuli_dir, stim_files, images["size"], images["channels"])
+    np.savez_compressed(out_npz, images=recon.astype(np.float32), true=true,
+                        stim_file=stim_files, decoded=np.asarray(decoded, dtype=np.float32))
+    save_grid(out_png, [true, recon], scale=max(1, 96 // images["size"]))
+
+
+def evaluate(recon_npz, settings: dict, seed: int, out_tsv, out_json) -> None:
+    """Metrics of one reconstruction file (see :func:`fmrirecon.evaluation.evaluate`)."""
+    from .evaluation import evaluate as run, write_evaluation
+
+    data = np.load(recon_npz)
+    per_image, summary = run(data["images"], data["true"], data["stim_file"],
+                             n_way=tuple(settings["n_way"]), n_boot=settings["n_boot"], seed=seed)
+    write_evaluation(per_image, summary, out_tsv, out_json)
+
+
+def report(summary_paths, grid_paths, config: dict, out_html, out_tsv) -> None:
+    """The aggregated HTML report and the long metrics table."""
+    from .report import build_report, collect_metrics, index_by_name, write_metrics_table
+
+    metrics = collect_metrics(summary_paths)
+    write_metrics_table(metrics, out_tsv)
+    build_report(metrics, index_by_name(grid_paths), config, Path(out_html),
+                 title=config["report"]["title"])
+
+
+def derivatives_description(out_json) -> None:
+    """dataset_description.json of the fmrirecon derivatives folder."""
+    from . import __version__
+
+    Path(out_json).write_text(json.dumps({
+        "Name": "fmrirecon outputs",
+        "BIDSVersion": "1.10.0",
+        "DatasetType": "derivative",
+        "GeneratedBy": [{"Name": "fmrirecon", "Version": __version__}],
+    }, indent=2) + "\n")
+
+
+def glm(runs: list[dict], splits: dict, settings: dict, out_betas, out_trials,
+        out_reliability) -> None:
+    """Single-trial betas of one subject with per-voxel reliability (config ``glm``)."""
+    from .betas import write_betas
+    from .glm import single_trial_betas
+    from .reliability import add_reliability, reliability_map
+
+    betas = single_trial_betas(
+        runs, splits, method=settings["method"], hrf_model=settings["hrf_model"],
+        high_pass=settings["high_pass"], noise_model=settings["noise_model"],
+        confounds=settings["confounds"],
+    )
+    betas = add_reliability(betas, split=settings["reliability_split"])
+    write_betas(out_betas, betas, out_trials)
+    nib.save(reliability_map(betas), out_reliability)

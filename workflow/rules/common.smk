@@ -1,0 +1,134 @@
+# Config validation, the BIDS manifest and path helpers shared by every rule file.
+from pathlib import Path
+
+import pandas as pd
+from snakemake.utils import min_version, validate
+
+from fmrirecon.bids import check_manifest, index_bids, manifest_from_plan, read_manifest, write_manifest
+from fmrirecon.config import check_config
+from fmrirecon.preprocess import derivative_paths
+
+min_version("9.0")
+
+SCHEMA = workflow.source_path("../schemas/config.schema.yaml")
+check_config(config, SCHEMA)  # one-line message naming the bad key
+validate(config, SCHEMA)  # fills the defaults
+
+
+wildcard_constraints:
+    subject="[a-zA-Z0-9]+",
+    task="[a-zA-Z0-9]+",
+    run="[0-9]+",
+    method="[a-z0-9]+",
+    split="test|imagery",
+
+
+RESULTS = Path(config["results_dir"])
+OUT = RESULTS / "derivatives" / "fmrirecon"
+REPORT = RESULTS / "report"
+LOGS = RESULTS / "logs"
+SIMULATED = config["bids_dir"] is None
+
+# ---- the dataset: simulated (known from the config) or indexed once from BIDS ----
+if SIMULATED:
+    from fmrirecon.simulate import DEFAULTS as SIM_DEFAULTS, study_plan
+
+    SIM = {**SIM_DEFAULTS, **config["simulate"]}
+    BIDS = RESULTS / "simulated" / "bids"
+    TRUTH = RESULTS / "simulated" / "truth"
+    PLAN = study_plan(SIM)
+    MANIFEST = manifest_from_plan(PLAN, BIDS, SIM["tr"])
+else:
+    BIDS = Path(config["bids_dir"])
+    _manifest_path = RESULTS / "manifest.tsv"
+    if workflow.is_main_process:
+        # The only place the dataset is indexed: jobs (local or on SLURM) read the file.
+        _tasks = sum(config["design"].values(), [])
+        MANIFEST = check_manifest(
+            index_bids(BIDS, subjects=config["subjects"], tasks=_tasks), BIDS / "stimuli"
+        )
+        write_manifest(MANIFEST, _manifest_path)
+    else:
+        MANIFEST = read_manifest(_manifest_path)
+
+if config["subjects"]:
+    _unknown = sorted(set(config["subjects"]) - set(MANIFEST["subject"]))
+    if _unknown:
+        raise ValueError(f"config['subjects']: {', '.join(_unknown)} not in {BIDS}")
+    MANIFEST = MANIFEST[MANIFEST["subject"].isin(config["subjects"])]
+
+SPLIT_TASKS = {
+    "train": config["design"]["train_tasks"],
+    "test": config["design"]["test_tasks"],
+    "imagery": config["design"]["imagery_tasks"],
+}
+MANIFEST = MANIFEST[MANIFEST["task"].isin(sum(SPLIT_TASKS.values(), []))]
+SUBJECTS = sorted(MANIFEST["subject"].unique())
+for _split in ("train", "test"):
+    if not MANIFEST["task"].isin(SPLIT_TASKS[_split]).any():
+        raise ValueError(
+            f"config['design']['{_split}_tasks']: none of {SPLIT_TASKS[_split]} "
+            f"is a task of {BIDS}"
+        )
+EVAL_SPLITS = ["test"] + (["imagery"] if MANIFEST["task"].isin(SPLIT_TASKS["imagery"]).any() else [])
+METHODS = sorted(config["methods"])
+
+# ---- preprocessed data ----
+PREP_METHOD = config["preprocess"]["method"]
+if PREP_METHOD == "precomputed":
+    if not config["preprocess"]["derivatives_dir"]:
+        raise ValueError("config['preprocess']['derivatives_dir']: required when method is precomputed")
+    PREP = Path(config["preprocess"]["derivatives_dir"])
+else:
+    PREP = RESULTS / "derivatives" / "fmriprep"
+
+
+def runs_of(subject):
+    """The manifest rows of one subject."""
+    return MANIFEST[MANIFEST["subject"] == subject]
+
+
+def run_row(subject, task, run):
+    """The manifest row of one run."""
+    rows = MANIFEST[(MANIFEST["subject"] == subject) & (MANIFEST["task"] == task) & (MANIFEST["run"] == run)]
+    return rows.iloc[0]
+
+
+def preproc_files(subject, task, run):
+    """fMRIPrep-named preprocessed files of one run (bold, mask, confounds)."""
+    return derivative_paths(PREP, subject, task, run, space=config["preprocess"]["space"])
+
+
+def glm_inputs(wildcards):
+    """Everything the GLM of one subject reads."""
+    files = {"events": list(runs_of(wildcards.subject)["events"])}
+    if PREP_METHOD == "fmriprep":
+        files["preproc"] = PREP / f"sub-{wildcards.subject}"
+    else:
+        rows = runs_of(wildcards.subject).itertuples()
+        paths = [preproc_files(r.subject, r.task, r.run) for r in rows]
+        files["bold"] = [p["bold"] for p in paths]
+        files["mask"] = [p["mask"] for p in paths]
+        files["confounds"] = [p["confounds"] for p in paths]
+    return files
+
+
+def glm_runs(subject):
+    """Run descriptions handed to the GLM (see fmrirecon.glm.single_trial_betas)."""
+    runs = []
+    for r in runs_of(subject).itertuples():
+        paths = preproc_files(r.subject, r.task, r.run)
+        runs.append(dict(bold=str(paths["bold"]), mask=str(paths["mask"]),
+                         confounds=str(paths["confounds"]), events=r.events,
+                         task=r.task, run=r.run, tr=float(r.tr)))
+    return runs
+
+
+def betas_files(subject):
+    stem = OUT / f"sub-{subject}" / "func" / f"sub-{subject}_desc-{config['glm']['method']}"
+    return {"betas": f"{stem}_betas.h5", "trials": f"{stem}_trials.tsv"}
+
+
+def method_settings(method):
+    """The config section of one method, with the shared image and seed settings."""
+    return dict(config["methods"][method] or {})

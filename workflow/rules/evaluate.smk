@@ -1,0 +1,16 @@
+# Per-image metrics, identification and bootstrap confidence intervals.
+
+
+rule evaluate:
+    input:
+        rules.reconstruct.output.recon,
+    output:
+        metrics=OUT / "sub-{subject}" / "eval" / "sub-{subject}_desc-{method}{split}_metrics.tsv",
+        summary=OUT / "sub-{subject}" / "eval" / "sub-{subject}_desc-{method}{split}_summary.json",
+    params:
+        settings=config["evaluation"],
+        seed=config["seed"],
+    log:
+        LOGS / "evaluate" / "sub-{subject}_desc-{method}{split}.log",
+    script:
+        "../scripts/evaluate.py"

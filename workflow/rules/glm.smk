@@ -1,0 +1,36 @@
+# Single-trial betas per subject, per-voxel reliability and voxel selection.
+
+
+rule glm:
+    input:
+        unpack(glm_inputs),
+    output:
+        betas=betas_files("{subject}")["betas"],
+        trials=betas_files("{subject}")["trials"],
+        reliability=report(
+            OUT / "sub-{subject}" / "func" / f"sub-{{subject}}_desc-{config['glm']['method']}reliability_statmap.nii.gz",
+            caption="../report/reliability.rst",
+            category="Single-trial GLM",
+        ),
+    params:
+        runs=lambda wc: glm_runs(wc.subject),
+        splits=SPLIT_TASKS,
+        settings=config["glm"],
+    threads: 2
+    log:
+        LOGS / "glm" / "sub-{subject}.log",
+    script:
+        "../scripts/glm.py"
+
+
+rule select_voxels:
+    input:
+        **betas_files("{subject}"),
+    output:
+        OUT / "sub-{subject}" / "func" / "sub-{subject}_desc-selected_mask.nii.gz",
+    params:
+        settings=config["voxels"],
+    log:
+        LOGS / "select_voxels" / "sub-{subject}.log",
+    script:
+        "../scripts/select_voxels.py"

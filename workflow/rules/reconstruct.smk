@@ -1,0 +1,27 @@
+# Draw images from the (repetition-averaged) test or imagery betas.
+
+
+rule reconstruct:
+    input:
+        **betas_files("{subject}"),
+        model=rules.decode.output[0],
+        voxels=rules.select_voxels.output[0],
+        stimuli=BIDS / "stimuli",
+    output:
+        recon=OUT / "sub-{subject}" / "recon" / "sub-{subject}_desc-{method}{split}_recon.npz",
+        grid=report(
+            OUT / "sub-{subject}" / "recon" / "sub-{subject}_desc-{method}{split}_recon.png",
+            caption="../report/reconstruction.rst",
+            category="Reconstructions",
+            subcategory="{method}",
+            labels={"subject": "{subject}", "method": "{method}", "split": "{split}"},
+        ),
+    params:
+        images=config["images"],
+    threads: 1
+    resources:
+        gpu=1,
+    log:
+        LOGS / "reconstruct" / "sub-{subject}_desc-{method}{split}.log",
+    script:
+        "../scripts/reconstruct.py"

@@ -1,0 +1,27 @@
+# One report across subjects, methods and splits.
+
+_EVALS = dict(subject=SUBJECTS, method=METHODS, split=EVAL_SPLITS)
+
+
+rule report:
+    input:
+        summaries=expand(rules.evaluate.output.summary, **_EVALS),
+        grids=expand(rules.reconstruct.output.grid, **_EVALS),
+    output:
+        html=report(REPORT / "index.html", caption="../report/index.rst", category="Report"),
+        metrics=report(REPORT / "metrics.tsv", caption="../report/metrics.rst", category="Report"),
+    params:
+        config=config,
+    log:
+        LOGS / "report.log",
+    script:
+        "../scripts/report.py"
+
+
+rule derivatives_description:
+    output:
+        OUT / "dataset_description.json",
+    log:
+        LOGS / "derivatives_description.log",
+    script:
+        "../scripts/derivatives_description.py"

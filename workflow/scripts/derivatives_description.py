@@ -1,0 +1,9 @@
+"""Snakemake script: dataset_description.json of the derivatives."""
+
+from fmrirecon.logs import log_to
+
+log_to(snakemake.log[0])
+
+from fmrirecon.stages import derivatives_description
+
+derivatives_description(snakemake.output[0])

@@ -1,0 +1,10 @@
+"""Snakemake script: metrics of one reconstruction."""
+
+from fmrirecon.logs import log_to
+
+log_to(snakemake.log[0])
+
+from fmrirecon.stages import evaluate
+
+evaluate(snakemake.input[0], snakemake.params.settings, snakemake.params.seed,
+         snakemake.output.metrics, snakemake.output.summary)

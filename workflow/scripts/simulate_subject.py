@@ -1,0 +1,10 @@
+"""Snakemake script: simulate one subject's BIDS runs and ground truth."""
+
+from fmrirecon.logs import log_to
+
+log_to(snakemake.log[0])
+
+from fmrirecon.simulate import simulate_subject
+
+simulate_subject(snakemake.params.sim, snakemake.params.bids_dir, snakemake.wildcards.subject,
+                 snakemake.output.truth)
