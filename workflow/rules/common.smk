@@ -1,4 +1,5 @@
 # Config validation, the BIDS manifest and path helpers shared by every rule file.
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -9,6 +10,13 @@ from fmrirecon.config import check_config
 from fmrirecon.preprocess import derivative_paths
 
 min_version("9.0")
+
+# Jobs import the checked-out library, also inside conda environments (envs/), which
+# hold its dependencies but not the library itself. Jobs inherit this environment,
+# sbatch included (--export=ALL by default).
+os.environ.update(PYTHONPATH=os.pathsep.join(
+    p for p in (str(Path(workflow.basedir) / "src"), os.environ.get("PYTHONPATH")) if p
+))
 
 SCHEMA = workflow.source_path("../schemas/config.schema.yaml")
 check_config(config, SCHEMA)  # one-line message naming the bad key

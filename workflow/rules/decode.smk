@@ -15,5 +15,7 @@ rule decode:
     threads: 2
     log:
         LOGS / "decode" / "sub-{subject}_desc-{method}.log",
+    conda:
+        "../../envs/fmrirecon.yaml"
     script:
         "../scripts/decode.py"

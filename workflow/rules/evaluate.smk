@@ -12,5 +12,7 @@ rule evaluate:
         seed=config["seed"],
     log:
         LOGS / "evaluate" / "sub-{subject}_desc-{method}{split}.log",
+    conda:
+        "../../envs/fmrirecon.yaml"
     script:
         "../scripts/evaluate.py"

@@ -19,6 +19,8 @@ rule glm:
     threads: 2
     log:
         LOGS / "glm" / "sub-{subject}.log",
+    conda:
+        "../../envs/fmrirecon.yaml"
     script:
         "../scripts/glm.py"
 
@@ -32,5 +34,7 @@ rule select_voxels:
         settings=config["voxels"],
     log:
         LOGS / "select_voxels" / "sub-{subject}.log",
+    conda:
+        "../../envs/fmrirecon.yaml"
     script:
         "../scripts/select_voxels.py"

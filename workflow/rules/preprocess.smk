@@ -10,6 +10,8 @@ if PREP_METHOD == "light":
             PREP / "sub-{subject}" / "func" / "sub-{subject}_desc-light_boldref.nii.gz",
         log:
             LOGS / "bold_reference" / "sub-{subject}.log",
+        conda:
+            "../../envs/fmrirecon.yaml"
         script:
             "../scripts/bold_reference.py"
 
@@ -23,6 +25,8 @@ if PREP_METHOD == "light":
             confounds=PREP / "sub-{subject}" / "func" / "sub-{subject}_task-{task}_run-{run}_desc-confounds_timeseries.tsv",
         log:
             LOGS / "preprocess_light" / "sub-{subject}_task-{task}_run-{run}.log",
+        conda:
+            "../../envs/fmrirecon.yaml"
         script:
             "../scripts/preprocess_light.py"
 
@@ -44,5 +48,7 @@ elif PREP_METHOD == "fmriprep":
             runtime=24 * 60,
         log:
             LOGS / "fmriprep" / "sub-{subject}.log",
+        conda:
+            "../../envs/fmrirecon.yaml"
         script:
             "../scripts/fmriprep.py"

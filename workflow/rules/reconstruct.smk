@@ -23,5 +23,7 @@ rule reconstruct:
         gpu=1,
     log:
         LOGS / "reconstruct" / "sub-{subject}_desc-{method}{split}.log",
+    conda:
+        "../../envs/fmrirecon.yaml"
     script:
         "../scripts/reconstruct.py"

@@ -14,6 +14,8 @@ rule report:
         config=config,
     log:
         LOGS / "report.log",
+    conda:
+        "../../envs/fmrirecon.yaml"
     script:
         "../scripts/report.py"
 
@@ -23,5 +25,7 @@ rule derivatives_description:
         OUT / "dataset_description.json",
     log:
         LOGS / "derivatives_description.log",
+    conda:
+        "../../envs/fmrirecon.yaml"
     script:
         "../scripts/derivatives_description.py"

@@ -17,6 +17,8 @@ if SIMULATED:
             bids_dir=BIDS,
         log:
             LOGS / "simulate_stimuli.log",
+        conda:
+            "../../envs/fmrirecon.yaml"
         script:
             "../scripts/simulate_stimuli.py"
 
@@ -34,5 +36,7 @@ if SIMULATED:
             bids_dir=BIDS,
         log:
             LOGS / "simulate_subject" / "sub-{subject}.log",
+        conda:
+            "../../envs/fmrirecon.yaml"
         script:
             "../scripts/simulate_subject.py"
