@@ -72,7 +72,15 @@ def index_bids(bids_dir: str | Path, subjects: Iterable[str] = (), tasks: Iterab
             + (f" for subjects {list(subjects)}" if subjects else "")
             + (f" and tasks {list(tasks)}" if tasks else "")
         )
-    manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
+    return sort_manifest(pd.DataFrame(rows, columns=MANIFEST_COLUMNS))
+
+
+def sort_manifest(manifest: pd.DataFrame) -> pd.DataFrame:
+    """Rows in the one canonical order (subject, task, run number).
+
+    Every downstream table (trials, betas rows) inherits this order, so a dataset gives
+    the same numbers whether it was simulated here or indexed from disk.
+    """
     order = manifest.assign(run_number=manifest.run.astype(int))
     return manifest.loc[order.sort_values(["subject", "task", "run_number"]).index].reset_index(drop=True)
 
@@ -146,7 +154,7 @@ def manifest_from_plan(plan: dict, bids_dir: str | Path, tr: float) -> pd.DataFr
         rows.append(dict(subject=r["subject"], task=r["task"], run=run,
                          bold=str(bids_dir / f"{stem}_bold.nii.gz"),
                          events=str(bids_dir / f"{stem}_events.tsv"), tr=tr, n_volumes=None))
-    return pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
+    return sort_manifest(pd.DataFrame(rows, columns=MANIFEST_COLUMNS))
 
 
 def dataset_name(bids_dir: str | Path) -> str:
