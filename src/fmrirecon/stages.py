@@ -52,9 +52,23 @@ def select_voxels(betas_path, trials_path, settings: dict, out_mask) -> None:
     log.info("selected %d of %d voxels (%s)", keep.sum(), len(keep), settings["select"])
 
 
+def method_class(name: str, settings: dict) -> type[ReconstructionMethod]:
+    """The implementation behind the config entry ``methods.<name>``.
+
+    An entry may name its implementation with ``method:`` so that one implementation
+    runs under several names with different settings (e.g. an ablation).
+    """
+    return get_method(settings.get("method", name))
+
+
 def fit_method(betas_path, trials_path, voxels_path, stimuli_dir, method: str,
-               settings: dict, images: dict, seed: int, out_model) -> ReconstructionMethod:
-    """Fit reconstruction ``method`` on the training trials and save it."""
+               settings: dict, images: dict, seed: int, out_model, out_history,
+               work_dir=None) -> ReconstructionMethod:
+    """Fit the config's reconstruction ``method`` on the training trials and save it.
+
+    Also writes the method's training curves to ``out_history`` (a TSV with a header
+    only for methods that do not train iteratively).
+    """
     betas = read_betas(betas_path, trials_path)
     train = betas.select("train")
     if len(train.trials) == 0:
@@ -62,10 +76,23 @@ def fit_method(betas_path, trials_path, voxels_path, stimuli_dir, method: str,
     columns = voxel_columns(betas, voxels_path)
     targets = load_stimuli(stimuli_dir, train.trials["stim_file"], images["size"], images["channels"])
     groups = (train.trials["task"].astype(str) + "_" + train.trials["run"].astype(str)).to_numpy()
-    log.info("fitting %s on %d trials x %d voxels", method, len(targets), columns.sum())
-    model = get_method(method)(seed=seed, **settings)
-    model.fit(train.betas[:, columns], targets, groups=groups)
+
+    cls = method_class(method, settings)
+    params = {k: v for k, v in settings.items() if k != "method"}
+    if cls.checkpointed and work_dir is not None:
+        params.setdefault("checkpoint_dir", str(work_dir))
+    extra = {}
+    if cls.uses_unpaired_betas:
+        # self-supervision on the test recordings: their betas, never their images
+        unpaired, _ = betas.select("test").average_repeats()
+        extra["unpaired_betas"] = unpaired[:, columns]
+    log.info("fitting %s (%s) on %d trials x %d voxels", method, cls.name, len(targets), columns.sum())
+    model = cls(seed=seed, **params)
+    model.fit(train.betas[:, columns], targets, groups=groups, **extra)
     model.save(out_model)
+    history = model.training_history()
+    (history if history is not None else pd.DataFrame(columns=["epoch"])).to_csv(
+        out_history, sep="\t", index=False, na_rep="n/a")
     return model
 
 
@@ -76,7 +103,7 @@ def reconstruct(model_path, betas_path, trials_path, voxels_path, stimuli_dir, m
     data = betas.select(split)
     if len(data.trials) == 0:
         raise ValueError(f"{trials_path}: no {split} trials")
-    model = get_method(method).load(model_path)
+    model = ReconstructionMethod.load(model_path)
     columns = voxel_columns(betas, voxels_path)
     averaged, stim_files = data.average_repeats()
     recon = model.reconstruct(averaged[:, columns])

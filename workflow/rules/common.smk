@@ -1,5 +1,6 @@
 # Config validation, the BIDS manifest and path helpers shared by every rule file.
 import os
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -8,6 +9,7 @@ from snakemake.utils import min_version, validate
 from fmrirecon.bids import check_manifest, index_bids, manifest_from_plan, read_manifest, write_manifest
 from fmrirecon.config import check_config
 from fmrirecon.preprocess import derivative_paths
+from fmrirecon.stages import method_class
 
 min_version("9.0")
 
@@ -80,6 +82,10 @@ for _split in ("train", "test"):
         )
 EVAL_SPLITS = ["test"] + (["imagery"] if MANIFEST["task"].isin(SPLIT_TASKS["imagery"]).any() else [])
 METHODS = sorted(config["methods"])
+for _name in METHODS:
+    if not re.fullmatch("[a-z0-9]+", _name):
+        raise ValueError(f"config['methods']: name {_name!r} must be lowercase letters and digits")
+    method_class(_name, config["methods"][_name] or {})  # unknown implementation: stop now
 
 # ---- preprocessed data ----
 PREP_METHOD = config["preprocess"]["method"]
@@ -138,5 +144,5 @@ def betas_files(subject):
 
 
 def method_settings(method):
-    """The config section of one method, with the shared image and seed settings."""
+    """The config section of one method (``method:`` in it names the implementation)."""
     return dict(config["methods"][method] or {})

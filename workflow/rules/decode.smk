@@ -7,11 +7,13 @@ rule decode:
         voxels=rules.select_voxels.output[0],
         stimuli=BIDS / "stimuli",
     output:
-        OUT / "sub-{subject}" / "recon" / "sub-{subject}_desc-{method}_model.pkl",
+        model=OUT / "sub-{subject}" / "recon" / "sub-{subject}_desc-{method}_model.pkl",
+        history=OUT / "sub-{subject}" / "recon" / "sub-{subject}_desc-{method}_curves.tsv",
     params:
         settings=lambda wc: method_settings(wc.method),
         images=config["images"],
         seed=config["seed"],
+        work_dir=lambda wc: OUT / f"sub-{wc.subject}" / "recon" / f"sub-{wc.subject}_desc-{wc.method}_checkpoints",
     threads: 2
     log:
         LOGS / "decode" / "sub-{subject}_desc-{method}.log",

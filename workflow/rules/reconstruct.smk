@@ -4,7 +4,7 @@
 rule reconstruct:
     input:
         **betas_files("{subject}"),
-        model=rules.decode.output[0],
+        model=rules.decode.output.model,
         voxels=rules.select_voxels.output[0],
         stimuli=BIDS / "stimuli",
     output:

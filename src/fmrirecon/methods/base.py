@@ -26,6 +26,14 @@ class ReconstructionMethod(abc.ABC):
 
     name: ClassVar[str]
 
+    #: The method learns from betas without their images (the test betas, never the
+    #: test images); the workflow then passes them to ``fit`` as ``unpaired_betas``.
+    uses_unpaired_betas: ClassVar[bool] = False
+
+    #: The method trains iteratively and accepts a ``checkpoint_dir`` parameter; the
+    #: workflow gives each subject its own, so an interrupted fit resumes.
+    checkpointed: ClassVar[bool] = False
+
     def __init__(self, *, seed: int = 0, **params):
         self.seed = seed
         self.params = params
@@ -46,6 +54,10 @@ class ReconstructionMethod(abc.ABC):
     @abc.abstractmethod
     def reconstruct(self, betas: np.ndarray) -> np.ndarray:
         """Draw images, shape (n, H, W, C) in [0, 1], from betas."""
+
+    def training_history(self):
+        """Per-epoch losses as a DataFrame (columns epoch, phase, losses), or None."""
+        return None
 
     def save(self, path: str | Path) -> None:
         """Write the fitted method to ``path`` (pickle; torch methods may override)."""

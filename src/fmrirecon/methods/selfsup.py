@@ -1,0 +1,719 @@
+"""Self-supervised encoder-decoder reconstruction (Beliy et al. 2019; Gaziv et al. 2022).
+
+Paired image-fMRI data are scarce, so training has two phases:
+
+1. **Encoder** E (image -> voxels) on the pairs, with an SNR-weighted voxel loss.
+2. **Decoder** D (voxels -> image) on the pairs plus two self-supervised cycles through
+   the frozen encoder:
+
+   - image cycle: unpaired natural images ``x -> E(x) -> D -> x'``, image loss(x', x);
+   - fMRI cycle: unpaired betas (e.g. the test recordings, never their images)
+     ``r -> D(r) -> E -> r'``, voxel loss(r', r).
+
+The image loss is pixel MSE + perceptual (deep-feature correlation, through
+:class:`fmrirecon.features.FeatureExtractor`) + total variation; the voxel loss is an
+SNR-weighted MSE plus a cosine term. ``cycles=False`` trains the same decoder on the
+pairs only; ``ablation=True`` trains both decoders from the same encoder and the same
+initial weights in one fit, so that the report compares them with everything else equal.
+
+Training writes a checkpoint (weights, optimisers, random states, loss history) after
+every ``checkpoint_every`` epochs when ``checkpoint_dir`` is set; a fit with the same
+settings and data resumes from it and gives the numbers of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import math
+import os
+import random
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from ..devices import seed_everything, select_device
+from .base import ReconstructionMethod
+
+log = logging.getLogger(__name__)
+
+#: Settings and their defaults (the config's ``methods.selfsup`` section).
+DEFAULTS = {
+    "width": 16,                 # channels of the first conv layer (doubled once)
+    "encoder_epochs": 40,
+    "decoder_epochs": 40,
+    "batch_size": 32,
+    "lr_encoder": 3e-3,
+    "lr_decoder": 1e-3,
+    "weight_decay": 1e-2,         # AdamW
+    "cycles": True,              # False: decoder on pairs only
+    "ablation": False,           # True: also train the pairs-only decoder
+    "image_cycle_weight": 1.0,
+    "fmri_cycle_weight": 0.01,   # small: the noisy betas otherwise pull the decoder to noise
+    "cycle_noise": 0.3,          # sd (standardised units) added to E(x) in the image cycle
+    "pixel_weight": 1.0,
+    "perceptual_weight": 0.5,
+    "tv_weight": 0.05,
+    "cosine_weight": 0.5,        # voxel loss = weighted MSE + cosine_weight * (1 - cos)
+    "perceptual_network": "smallconv",
+    "perceptual_layers": None,
+    "perceptual_weights": None,
+    "unpaired_folder": None,     # folder with images/ (+ labels.tsv) of natural images
+    "unpaired_max": 2000,        # images drawn from it (deterministic sample)
+    "checkpoint_dir": None,
+    "checkpoint_every": 5,
+    "resume": True,
+    "device": "auto",
+    "progress": True,
+}
+
+CHECKPOINT_NAME = "selfsup_checkpoint.pt"
+HISTORY_NAME = "selfsup_history.tsv"
+
+
+# ---------------------------------------------------------------------------- networks
+
+def _block(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
+    # GroupNorm, not BatchNorm: batch statistics would differ between the paired
+    # and unpaired batches and make the cycles see a different network.
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride=stride, padding=1),
+                         nn.GroupNorm(math.gcd(8, cout), cout), nn.ReLU())
+
+
+class Encoder(nn.Module):
+    """Image (n, C, S, S) in [0, 1] -> standardised voxels (n, V).
+
+    Convolutions down to S/2 (plus the 2 x 2 pooled pixels), then a space-feature
+    separable readout (Beliy et al.): each voxel has a spatial map over the S/2 x S/2
+    grid and a weight per feature.
+
+    Parameters
+    ----------
+    image_size, channels, n_voxels : int
+    width : int
+        Channels of the first conv layer (doubled in the others).
+    """
+
+    def __init__(self, image_size: int, channels: int, n_voxels: int, width: int):
+        super().__init__()
+        self.features = nn.Sequential(_block(channels, width), _block(width, 2 * width, 2),
+                                      _block(2 * width, 2 * width))
+        self.pixels = nn.AvgPool2d(2)
+        side, n_feat = image_size // 2, 2 * width + channels
+        self.space = nn.Parameter(torch.randn(n_voxels, side, side) / side)
+        self.feature = nn.Parameter(torch.randn(n_voxels, n_feat) / math.sqrt(n_feat))
+        self.bias = nn.Parameter(torch.zeros(n_voxels))
+
+    def forward(self, x):
+        # The pooled pixels beside the conv features give a linear path: with few
+        # pairs, early visual voxels are learnt faster as receptive fields on pixels.
+        f = torch.cat([self.features(x), self.pixels(x)], 1)  # (n, F, s, s)
+        pooled = torch.einsum("nfhw,vhw->nvf", f, self.space)  # (n, V, F)
+        return (pooled * self.feature).sum(-1) + self.bias
+
+
+class Decoder(nn.Module):
+    """Standardised voxels (n, V) -> image (n, C, S, S) in [0, 1].
+
+    A linear map to a (2 width, S/4, S/4) feature map, then two upsampling conv blocks.
+    """
+
+    def __init__(self, image_size: int, channels: int, n_voxels: int, width: int):
+        super().__init__()
+        self.shape = (2 * width, image_size // 4, image_size // 4)
+        self.fc = nn.Linear(n_voxels, int(np.prod(self.shape)))
+        self.body = nn.Sequential(
+            nn.GroupNorm(math.gcd(8, 2 * width), 2 * width), nn.ReLU(),
+            nn.Upsample(scale_factor=2, mode="nearest"), _block(2 * width, width),
+            nn.Upsample(scale_factor=2, mode="nearest"), _block(width, width),
+            nn.Conv2d(width, channels, 3, padding=1), nn.Sigmoid(),
+        )
+
+    def latent(self, r):
+        """The linear layer's output (n, 2 width (S/4)^2): the decoded target space."""
+        return self.fc(r)
+
+    def forward(self, r):
+        return self.body(self.fc(r).view(len(r), *self.shape))
+
+
+def build_encoder(image_size: int, channels: int, n_voxels: int, width: int) -> Encoder:
+    """An :class:`Encoder` (weights from the global torch random state)."""
+    return Encoder(image_size, channels, n_voxels, width)
+
+
+def build_decoder(image_size: int, channels: int, n_voxels: int, width: int) -> Decoder:
+    """A :class:`Decoder` (weights from the global torch random state)."""
+    return Decoder(image_size, channels, n_voxels, width)
+
+
+# ------------------------------------------------------------------------------ losses
+
+def total_variation(images):
+    """Mean absolute difference of neighbouring pixels (n, C, H, W) -> scalar."""
+    dy = (images[:, :, 1:, :] - images[:, :, :-1, :]).abs().mean()
+    dx = (images[:, :, :, 1:] - images[:, :, :, :-1]).abs().mean()
+    return dx + dy
+
+
+def _feature_corr_loss(a, b):
+    """1 - Pearson r of each sample's flattened features, averaged over samples."""
+    a = a.flatten(1)
+    b = b.flatten(1)
+    a = a - a.mean(1, keepdim=True)
+    b = b - b.mean(1, keepdim=True)
+    r = (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1) + 1e-8)
+    return (1 - r).mean()
+
+
+def voxel_loss(pred, target, weights, cosine_weight: float = 0.5):
+    """SNR-weighted MSE plus ``cosine_weight`` * (1 - weighted cosine) per sample.
+
+    ``weights`` (V,) has mean 1; voxels without signal get ~0 and are ignored.
+    """
+    mse = ((pred - target) ** 2 * weights).mean()
+    if cosine_weight == 0:
+        return mse
+    sw = weights.sqrt()
+    p, t = pred * sw, target * sw
+    cos = (p * t).sum(1) / (p.norm(dim=1) * t.norm(dim=1) + 1e-8)
+    return mse + cosine_weight * (1 - cos).mean()
+
+
+class ImageLoss:
+    """Pixel MSE + perceptual (deep-feature correlation) + total variation.
+
+    Parameters
+    ----------
+    extractor : torch.nn.Module or None
+        A :class:`fmrirecon.features.FeatureExtractor`; None disables the perceptual term.
+    pixel, perceptual, tv : float
+        Weights of the terms.
+    """
+
+    def __init__(self, extractor, pixel: float, perceptual: float, tv: float):
+        self.extractor = extractor
+        self.pixel, self.perceptual, self.tv = pixel, perceptual, tv
+
+    def __call__(self, pred, target):
+        loss = self.pixel * ((pred - target) ** 2).mean()
+        if self.perceptual and self.extractor is not None:
+            fp, ft = self.extractor(pred), self.extractor(target)
+            per = sum(_feature_corr_loss(fp[k], ft[k].detach()) for k in fp) / len(fp)
+            loss = loss + self.perceptual * per
+        if self.tv:
+            loss = loss + self.tv * total_variation(pred)
+        return loss
+
+
+# -------------------------------------------------------------------- helper functions
+
+def snr_weights(betas: np.ndarray, images: np.ndarray) -> np.ndarray:
+    """Per-voxel weights from the training images shown more than once.
+
+    The NSD noise ceiling for single trials (:func:`fmrirecon.reliability.noise_ceiling`
+    with ``n_average=1``) is the fraction of a voxel's variance that is signal; weights
+    are that fraction (plus 1e-3) scaled to mean 1. Uniform weights when fewer than 3
+    images repeat.
+    """
+    from ..reliability import MIN_REPEATED_STIMULI, noise_ceiling
+
+    ids = np.array([hashlib.sha1(np.ascontiguousarray(im).tobytes()).hexdigest() for im in images])
+    _, counts = np.unique(ids, return_counts=True)
+    if (counts >= 2).sum() < MIN_REPEATED_STIMULI:
+        return np.ones(betas.shape[1], dtype=np.float32)
+    frac = np.nan_to_num(noise_ceiling(betas, ids, n_average=1) / 100.0, nan=0.0)
+    w = frac + 1e-3
+    return (w / w.mean()).astype(np.float32)
+
+
+def load_unpaired_images(folder: str | Path, size: int, channels: int, max_images: int | None,
+                         seed: int, exclude=()) -> np.ndarray:
+    """A deterministic sample of a folder's images (see ``simulate.stimuli.read_folder``).
+
+    Parameters
+    ----------
+    folder : path
+        Folder with ``images/`` and an optional ``labels.tsv`` (first column ``file``).
+    size, channels : int
+        Images are centre-cropped and resized like :func:`fmrirecon.images.load_image`.
+    max_images : int or None
+        Draw at most this many (without replacement, from ``seed``).
+    exclude : iterable of str
+        Files (relative to ``folder``) to leave out, e.g. the study's own stimuli.
+    """
+    from ..images import load_images
+    from ..simulate.stimuli import read_folder
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ValueError(f"methods.selfsup.unpaired_folder: {folder} is not a folder")
+    table = read_folder(folder)
+    files = [f for f in table["file"] if f not in set(exclude)]
+    if max_images is not None and len(files) > max_images:
+        pick = np.sort(np.random.default_rng([seed, 11]).choice(len(files), max_images, replace=False))
+        files = [files[i] for i in pick]
+    log.info("loading %d unpaired images from %s", len(files), folder)
+    return load_images([folder / f for f in files], size, channels)
+
+
+def _fingerprint(*arrays) -> str:
+    h = hashlib.sha1()
+    for a in arrays:
+        if a is None:
+            h.update(b"none")
+            continue
+        a = np.ascontiguousarray(a)
+        h.update(str((a.shape, a.dtype.str)).encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+# ---------------------------------------------------------------------------- method
+
+class SelfSupervisedReconstruction(ReconstructionMethod):
+    """Encoder-decoder with self-supervised image and fMRI cycles.
+
+    Parameters
+    ----------
+    seed : int
+    **params
+        Any key of :data:`DEFAULTS` (the config's ``methods.selfsup``); an unknown key is
+        an error. The main ones: ``width`` (network size), ``encoder_epochs``,
+        ``decoder_epochs``, ``batch_size``, ``cycles`` (False: pairs only),
+        ``ablation`` (also train the pairs-only decoder), ``unpaired_folder`` and
+        ``unpaired_max``, loss weights, ``perceptual_network``/``_layers``/``_weights``
+        (passed to :class:`fmrirecon.features.FeatureExtractor`), ``checkpoint_dir``,
+        ``device``.
+
+    Attributes
+    ----------
+    history_ : DataFrame
+        One row per epoch: ``phase`` (encoder, decoder), ``epoch``, ``variant``
+        (cycles, pairs) and the mean of each loss term (see :meth:`write_history`).
+    voxel_weights_ : ndarray (V,)
+        SNR weights of the voxel loss.
+    """
+
+    name = "selfsup"
+    uses_unpaired_betas = True
+    checkpointed = True
+
+    def __init__(self, *, seed: int = 0, **params):
+        unknown = sorted(set(params) - set(DEFAULTS))
+        if unknown:
+            raise ValueError(f"methods.selfsup: unknown parameter(s) {', '.join(unknown)}; "
+                             f"known: {', '.join(sorted(DEFAULTS))}")
+        settings = {**DEFAULTS, **params}
+        for key in ("width", "encoder_epochs", "decoder_epochs", "batch_size", "checkpoint_every"):
+            if not isinstance(settings[key], int) or settings[key] < (0 if "epochs" in key else 1):
+                kind = "an integer >= 0" if "epochs" in key else "a positive integer"
+                raise ValueError(f"methods.selfsup.{key}: expected {kind}, got {settings[key]!r}")
+        super().__init__(seed=seed, **settings)
+        self.settings = settings
+
+    # -- fitting ------------------------------------------------------------------
+
+    def fit(self, betas, images, groups=None, *, unpaired_betas=None, unpaired_images=None,
+            voxel_weights=None, unpaired_exclude=()):
+        """Train the encoder on the pairs, then the decoder on pairs and cycles.
+
+        Parameters
+        ----------
+        betas : ndarray, shape (n, V)
+            Training betas.
+        images : ndarray, shape (n, H, W, C)
+            The images shown, in [0, 1]; H = W, divisible by 4.
+        groups : ndarray, optional
+            Unused (no internal cross-validation); accepted for the interface.
+        unpaired_betas : ndarray, shape (m, V), optional
+            Betas without images for the fMRI cycle, e.g. the test recordings. Never
+            pass their images anywhere.
+        unpaired_images : ndarray, shape (k, H, W, C), optional
+            Images for the image cycle; default: loaded from ``unpaired_folder``.
+        voxel_weights : ndarray, shape (V,), optional
+            Voxel loss weights (e.g. a reliability); default :func:`snr_weights`.
+        unpaired_exclude : iterable of str
+            Files of ``unpaired_folder`` to leave out (the study's own stimuli when the
+            folder is the one they were drawn from).
+        """
+        s = self.settings
+        betas = np.asarray(betas, dtype=np.float32)
+        images = np.asarray(images, dtype=np.float32)
+        if images.ndim != 4 or images.shape[1] != images.shape[2] or images.shape[1] % 4:
+            raise ValueError(f"selfsup: images must be (n, S, S, C) with S divisible by 4, "
+                             f"got {images.shape}")
+        if betas.ndim != 2 or len(betas) != len(images):
+            raise ValueError(f"selfsup: betas {betas.shape} do not match images {images.shape}")
+        n, size, _, channels = images.shape
+        n_vox = betas.shape[1]
+        self.image_shape_ = images.shape[1:]
+        self.device_ = select_device(s["device"])
+        seed_everything(self.seed)
+
+        # Standardise voxels with the training statistics; every voxel-space loss and
+        # the encoder's output live in these units.
+        self.beta_mean_ = betas.mean(0)
+        self.beta_sd_ = np.where(betas.std(0) > 1e-8, betas.std(0), 1.0).astype(np.float32)
+        z = self._standardise(betas)
+        if voxel_weights is None:
+            voxel_weights = snr_weights(betas, images)
+        voxel_weights = np.asarray(voxel_weights, dtype=np.float32)
+        if voxel_weights.shape != (n_vox,) or not np.all(np.isfinite(voxel_weights)) \
+                or (voxel_weights < 0).any() or voxel_weights.sum() <= 0:
+            raise ValueError(f"selfsup: voxel_weights must be {n_vox} finite values >= 0, "
+                             f"not all 0")
+        self.voxel_weights_ = voxel_weights / voxel_weights.mean()
+
+        use_cycles = s["cycles"]
+        z_unpaired = None
+        if unpaired_betas is not None and use_cycles:
+            unpaired_betas = np.asarray(unpaired_betas, dtype=np.float32)
+            if unpaired_betas.ndim != 2 or unpaired_betas.shape[1] != n_vox:
+                raise ValueError(f"selfsup: unpaired_betas {unpaired_betas.shape} must have "
+                                 f"{n_vox} voxels")
+            z_unpaired = self._standardise(unpaired_betas)
+        if unpaired_images is None and s["unpaired_folder"] and use_cycles:
+            unpaired_images = load_unpaired_images(s["unpaired_folder"], size, channels,
+                                                   s["unpaired_max"], self.seed, unpaired_exclude)
+        if unpaired_images is not None:
+            unpaired_images = np.asarray(unpaired_images, dtype=np.float32)
+            if unpaired_images.shape[1:] != images.shape[1:]:
+                raise ValueError(f"selfsup: unpaired images {unpaired_images.shape[1:]} differ "
+                                 f"from the paired {images.shape[1:]}")
+        if use_cycles and s["decoder_epochs"] and unpaired_images is None and z_unpaired is None:
+            log.warning("selfsup: cycles on but no unpaired images or betas; pairs only")
+
+        self.encoder_ = build_encoder(size, channels, n_vox, s["width"]).to(self.device_)
+        self.decoder_ = build_decoder(size, channels, n_vox, s["width"]).to(self.device_)
+        # The pairs-only decoder starts from the cycle decoder's exact weights.
+        self.pairs_decoder_ = None
+        if s["ablation"] and s["cycles"]:
+            self.pairs_decoder_ = build_decoder(size, channels, n_vox, s["width"]).to(self.device_)
+            self.pairs_decoder_.load_state_dict(self.decoder_.state_dict())
+        self._data = {
+            "x": torch.from_numpy(images.transpose(0, 3, 1, 2).copy()),
+            "z": torch.from_numpy(z),
+            "xu": None if unpaired_images is None
+            else torch.from_numpy(unpaired_images.transpose(0, 3, 1, 2).copy()),
+            "zu": None if z_unpaired is None else torch.from_numpy(z_unpaired),
+            "w": torch.from_numpy(self.voxel_weights_).to(self.device_),
+        }
+        self._fingerprint = _fingerprint(betas, images, unpaired_betas, unpaired_images,
+                                         self.voxel_weights_) + json.dumps(
+            {"seed": self.seed, **{k: v for k, v in s.items() if k not in (
+                "progress", "resume", "checkpoint_every", "device")}}, sort_keys=True, default=str)
+        self._train()
+        del self._data
+        return self
+
+    def _standardise(self, betas):
+        return ((np.asarray(betas, dtype=np.float32) - self.beta_mean_) / self.beta_sd_).astype(np.float32)
+
+    def _image_loss(self):
+        s = self.settings
+        extractor = None
+        if s["perceptual_weight"] > 0:
+            from ..features import FeatureExtractor
+
+            # Seeded by its own argument, so a resumed fit builds the same network.
+            extractor = FeatureExtractor(network=s["perceptual_network"],
+                                         layers=s["perceptual_layers"],
+                                         weights=s["perceptual_weights"], device=self.device_,
+                                         seed=self.seed)
+            extractor.eval()
+            for p in extractor.parameters():
+                p.requires_grad_(False)
+        return ImageLoss(extractor, s["pixel_weight"], s["perceptual_weight"], s["tv_weight"])
+
+    def _train(self):
+        s = self.settings
+        dev = self.device_
+        gen = torch.Generator().manual_seed(self.seed)  # every draw of the training
+        opt_e = torch.optim.AdamW(self.encoder_.parameters(), lr=s["lr_encoder"],
+                                 weight_decay=s["weight_decay"])
+        opt_d = torch.optim.AdamW(self.decoder_.parameters(), lr=s["lr_decoder"],
+                                 weight_decay=s["weight_decay"])
+        opt_p = None if self.pairs_decoder_ is None else torch.optim.AdamW(
+            self.pairs_decoder_.parameters(), lr=s["lr_decoder"], weight_decay=s["weight_decay"])
+        history: list[dict] = []
+        start = {"encoder": 0, "decoder": 0}
+        ckpt_dir = Path(s["checkpoint_dir"]) if s["checkpoint_dir"] else None
+        ckpt_path = ckpt_dir / CHECKPOINT_NAME if ckpt_dir else None
+        if ckpt_path is not None and s["resume"] and ckpt_path.exists():
+            state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+            if state["fingerprint"] != self._fingerprint:
+                raise ValueError(f"{ckpt_path}: checkpoint of other settings or data; delete it "
+                                 f"or set methods.selfsup.resume: false")
+            self.encoder_.load_state_dict(state["encoder"])
+            self.decoder_.load_state_dict(state["decoder"])
+            opt_e.load_state_dict(state["opt_e"])
+            opt_d.load_state_dict(state["opt_d"])
+            if opt_p is not None:
+                self.pairs_decoder_.load_state_dict(state["pairs_decoder"])
+                opt_p.load_state_dict(state["opt_p"])
+            gen.set_state(state["gen"])
+            torch.set_rng_state(state["torch_rng"])
+            np.random.set_state(state["numpy_rng"])
+            random.setstate(state["python_rng"])
+            history = state["history"]
+            start = state["start"]
+            log.info("selfsup: resumed from %s at %s", ckpt_path, start)
+
+        def checkpoint(phase_start):
+            if ckpt_path is None:
+                return
+            ckpt_dir.mkdir(parents=True, exist_ok=True)
+            state = {
+                "fingerprint": self._fingerprint, "start": phase_start, "history": history,
+                "encoder": self.encoder_.state_dict(), "decoder": self.decoder_.state_dict(),
+                "opt_e": opt_e.state_dict(), "opt_d": opt_d.state_dict(),
+                "gen": gen.get_state(), "torch_rng": torch.get_rng_state(),
+                "numpy_rng": np.random.get_state(), "python_rng": random.getstate(),
+            }
+            if opt_p is not None:
+                state["pairs_decoder"] = self.pairs_decoder_.state_dict()
+                state["opt_p"] = opt_p.state_dict()
+            tmp = ckpt_path.with_suffix(".tmp")
+            torch.save(state, tmp)
+            os.replace(tmp, ckpt_path)  # never leave a half-written checkpoint
+            pd.DataFrame(history).to_csv(ckpt_dir / HISTORY_NAME, sep="\t", index=False)
+
+        bar = _progress(s["progress"], s["encoder_epochs"] + s["decoder_epochs"],
+                        sum(start.values()))
+        # ---- phase 1: encoder on the pairs
+        for epoch in range(start["encoder"], s["encoder_epochs"]):
+            sums = self._encoder_epoch(opt_e, gen)
+            history.append({"phase": "encoder", "variant": "pairs", "epoch": epoch + 1, **sums})
+            bar.update(1)
+            bar.set_postfix_str(f"encoder loss {sums['loss']:.4f}")
+            done = epoch + 1 == s["encoder_epochs"]
+            if (epoch + 1) % s["checkpoint_every"] == 0 or done:
+                checkpoint({"encoder": epoch + 1, "decoder": 0})
+        # ---- phase 2: decoder(s), encoder frozen
+        self.encoder_.eval()
+        for p in self.encoder_.parameters():
+            p.requires_grad_(False)
+        image_loss = self._image_loss() if s["decoder_epochs"] > start["decoder"] else None
+        for epoch in range(start["decoder"], s["decoder_epochs"]):
+            rows = self._decoder_epoch(opt_d, opt_p, image_loss, gen)
+            for variant, sums in rows.items():
+                history.append({"phase": "decoder", "variant": variant, "epoch": epoch + 1, **sums})
+            bar.update(1)
+            bar.set_postfix_str(f"decoder loss {rows[next(iter(rows))]['loss']:.4f}")
+            done = epoch + 1 == s["decoder_epochs"]
+            if (epoch + 1) % s["checkpoint_every"] == 0 or done:
+                checkpoint({"encoder": s["encoder_epochs"], "decoder": epoch + 1})
+        bar.close()
+        self.history_ = pd.DataFrame(history)
+        for net in (self.decoder_, self.pairs_decoder_):
+            if net is not None:
+                net.eval()
+
+    def _batches(self, n, gen):
+        perm = torch.randperm(n, generator=gen)
+        bs = self.settings["batch_size"]
+        return [perm[i:i + bs] for i in range(0, n, bs)]
+
+    def _encoder_epoch(self, opt, gen):
+        s, d, dev = self.settings, self._data, self.device_
+        self.encoder_.train()
+        total, count = 0.0, 0
+        for idx in self._batches(len(d["x"]), gen):
+            x, z = d["x"][idx].to(dev), d["z"][idx].to(dev)
+            loss = voxel_loss(self.encoder_(x), z, d["w"], s["cosine_weight"])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(idx)
+            count += len(idx)
+        return {"loss": total / count, "pairs": total / count}
+
+    def _cycle_batch(self, key, gen):
+        data = self._data[key]
+        if data is None:
+            return None
+        bs = self.settings["batch_size"]
+        idx = torch.randint(len(data), (min(bs, len(data)),), generator=gen)
+        return data[idx].to(self.device_)
+
+    def decoder_losses(self, decoder, image_loss, x, z, xu=None, zu=None, noise=None):
+        """The decoder-phase loss terms on one batch (dict of scalar tensors).
+
+        ``pairs``: image loss of D(z) against x; ``image_cycle``: image loss of
+        D(E(xu) + noise) against xu; ``fmri_cycle``: voxel loss of E(D(zu)) against zu.
+        Missing inputs leave their term out.
+        """
+        s = self.settings
+        out = {"pairs": image_loss(decoder(z), x)}
+        if xu is not None:
+            zhat = self.encoder_(xu)
+            if noise is not None:
+                zhat = zhat + noise
+            out["image_cycle"] = image_loss(decoder(zhat), xu)
+        if zu is not None:
+            out["fmri_cycle"] = voxel_loss(self.encoder_(decoder(zu)), zu, self._data["w"],
+                                           s["cosine_weight"])
+        return out
+
+    def _decoder_epoch(self, opt_d, opt_p, image_loss, gen):
+        s, d, dev = self.settings, self._data, self.device_
+        weights = {"pairs": 1.0, "image_cycle": s["image_cycle_weight"],
+                   "fmri_cycle": s["fmri_cycle_weight"]}
+        variants = {}
+        if s["cycles"]:
+            variants["cycles"] = (self.decoder_, opt_d)
+        if opt_p is not None:
+            variants["pairs"] = (self.pairs_decoder_, opt_p)
+        elif not s["cycles"]:
+            variants["pairs"] = (self.decoder_, opt_d)
+        sums = {v: {} for v in variants}
+        count = 0
+        for idx in self._batches(len(d["x"]), gen):
+            x, z = d["x"][idx].to(dev), d["z"][idx].to(dev)
+            # Draw every batch whether or not a variant uses it: the random stream,
+            # hence the pair order, is then the same with and without cycles.
+            xu, zu = self._cycle_batch("xu", gen), self._cycle_batch("zu", gen)
+            noise = None
+            if xu is not None:
+                noise = (torch.randn((len(xu), d["z"].shape[1]), generator=gen)
+                         * s["cycle_noise"]).to(dev)
+            for variant, (decoder, opt) in variants.items():
+                decoder.train()
+                cyc = variant == "cycles"
+                terms = self.decoder_losses(decoder, image_loss, x, z, xu if cyc else None,
+                                            zu if cyc else None, noise)
+                loss = sum(weights[k] * v for k, v in terms.items())
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                acc = sums[variant]
+                acc["loss"] = acc.get("loss", 0.0) + loss.item() * len(idx)
+                for k, v in terms.items():
+                    acc[k] = acc.get(k, 0.0) + v.item() * len(idx)
+            count += len(idx)
+        return {v: {k: t / count for k, t in acc.items()} for v, acc in sums.items()}
+
+    # -- using the fitted model ---------------------------------------------------
+
+    def _check_betas(self, betas):
+        betas = np.asarray(betas, dtype=np.float32)
+        if betas.ndim != 2 or betas.shape[1] != len(self.beta_mean_):
+            raise ValueError(f"selfsup: betas of shape {betas.shape}; the model was fitted on "
+                             f"{len(self.beta_mean_)} voxels")
+        return betas
+
+    def _decoder(self, variant):
+        if variant == "cycles" and self.settings["cycles"]:
+            return self.decoder_
+        if variant == "pairs":
+            if self.pairs_decoder_ is not None:
+                return self.pairs_decoder_
+            if not self.settings["cycles"]:
+                return self.decoder_
+        raise ValueError(f"selfsup: no {variant!r} decoder (cycles={self.settings['cycles']}, "
+                         f"ablation={self.settings['ablation']})")
+
+    def _run(self, fn, betas, batch=256):
+        z = self._standardise(self._check_betas(betas))
+        out = []
+        with torch.no_grad():
+            for i in range(0, len(z), batch):
+                out.append(fn(torch.from_numpy(z[i:i + batch]).to(self.device_)).cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0,))
+
+    def decode(self, betas, *, variant: str | None = None):
+        """The decoder's first (linear) layer output, shape (n, 2 width (S/4)^2).
+
+        ``variant`` = ``"cycles"`` or ``"pairs"`` (the ablation decoder); default the
+        one trained with cycles when there is one.
+        """
+        dec = self._decoder(variant or self.default_variant)
+        return self._run(dec.latent, betas)
+
+    @property
+    def default_variant(self) -> str:
+        """``"cycles"`` if the decoder was trained with cycles, else ``"pairs"``."""
+        return "cycles" if self.settings["cycles"] else "pairs"
+
+    @property
+    def variants(self) -> list[str]:
+        """The decoders this fit has: ``"cycles"`` and/or ``"pairs"``."""
+        out = ["cycles"] if self.settings["cycles"] else []
+        if self.pairs_decoder_ is not None or not self.settings["cycles"]:
+            out.append("pairs")
+        return out
+
+    def reconstruct(self, betas, *, variant: str | None = None):
+        """Images (n, S, S, C) in [0, 1] from betas; ``variant`` as in :meth:`decode`."""
+        dec = self._decoder(variant or self.default_variant)
+        out = self._run(dec, betas)
+        return np.clip(out.transpose(0, 2, 3, 1), 0, 1).astype(np.float32).reshape(
+            len(out), *self.image_shape_)
+
+    def predict_betas(self, images):
+        """Encoder prediction of the betas (original units) for images (n, S, S, C)."""
+        images = np.asarray(images, dtype=np.float32)
+        if images.shape[1:] != tuple(self.image_shape_):
+            raise ValueError(f"selfsup: images {images.shape[1:]} differ from the fitted "
+                             f"{tuple(self.image_shape_)}")
+        out = []
+        with torch.no_grad():
+            for i in range(0, len(images), 256):
+                x = torch.from_numpy(images[i:i + 256].transpose(0, 3, 1, 2).copy())
+                out.append(self.encoder_(x.to(self.device_)).cpu().numpy())
+        z = np.concatenate(out) if out else np.zeros((0, len(self.beta_mean_)), np.float32)
+        return z * self.beta_sd_ + self.beta_mean_
+
+    def training_history(self):
+        """Per-epoch loss curves (phase, variant, epoch, loss terms)."""
+        return self.history_
+
+    def write_history(self, path) -> None:
+        """Write the per-epoch loss curves (TSV: phase, variant, epoch, loss terms)."""
+        self.history_.to_csv(path, sep="\t", index=False, na_rep="n/a")
+
+    # -- pickling: networks on the CPU, no training-only state ------------------------
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state.pop("_data", None)
+        for key in ("encoder_", "decoder_", "pairs_decoder_"):
+            if state.get(key) is not None:
+                state[key] = copy.deepcopy(state[key]).to("cpu")  # leave the live model be
+        state.pop("device_", None)
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        if "encoder_" in state:
+            self.device_ = select_device(self.settings["device"])
+            for key in ("encoder_", "decoder_", "pairs_decoder_"):
+                if getattr(self, key, None) is not None:
+                    getattr(self, key).to(self.device_).eval()
+
+
+class _NoBar:
+    def update(self, n=1):
+        pass
+
+    def set_postfix_str(self, s):
+        pass
+
+    def close(self):
+        pass
+
+
+def _progress(enabled: bool, total: int, initial: int):
+    if not enabled:
+        return _NoBar()
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, desc="selfsup", unit="epoch", file=sys.stderr,
+                dynamic_ncols=True)
