@@ -147,3 +147,19 @@ def test_build_report_checks_extra_sections(outputs, tmp_path):
     with pytest.raises(FileNotFoundError):
         build_report(metrics, {("01", "pca", "test"): tmp_path / "missing.png"}, {},
                      tmp_path / "x.html")
+
+
+def test_training_curves_section_plots_iterative_methods_only(tmp_path):
+    from fmrirecon.report import training_curves_section
+
+    empty = tmp_path / "sub-01_desc-pca_curves.tsv"
+    empty.write_text("epoch\n")
+    assert training_curves_section([empty]) is None
+    curves = tmp_path / "sub-01_desc-selfsup_curves.tsv"
+    curves.write_text("phase\tepoch\tpixel\n" + "".join(f"decoder\t{e}\t{1 / (e + 1)}\n" for e in range(5)))
+    section = training_curves_section([empty, curves])
+    assert section["title"] == "Training curves"
+    assert [ax.get_title() for ax in section["figure"].axes] == ["sub-01 selfsup"]
+    with pytest.raises(ValueError, match="bad.tsv"):
+        (tmp_path / "bad.tsv").write_text("epoch\tx\n1\t2\n")
+        training_curves_section([tmp_path / "bad.tsv"])

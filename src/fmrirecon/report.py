@@ -401,3 +401,42 @@ def build_report(
     out_html.parent.mkdir(parents=True, exist_ok=True)
     out_html.write_text(html, encoding="utf-8")
     return out_html
+
+
+def training_curves_section(history_paths: Iterable[str | Path]) -> dict | None:
+    """A report section plotting the per-epoch losses of iteratively trained methods.
+
+    Parameters
+    ----------
+    history_paths : iterable of path
+        ``sub-<s>_desc-<method>_curves.tsv`` files (columns ``epoch`` plus one per
+        loss term, optionally ``phase`` and ``variant``); empty tables are skipped.
+
+    Returns
+    -------
+    dict or None
+        An ``extra_sections`` entry, or None when no method trains iteratively.
+    """
+    tables = []
+    for path in history_paths:
+        table = pd.read_csv(path, sep="\t", na_values="n/a")
+        if len(table):
+            match = re.match(r"sub-([A-Za-z0-9]+)_desc-([a-z0-9]+)_curves", Path(path).name)
+            if match is None:
+                raise ValueError(f"{path}: expected sub-<subject>_desc-<method>_curves.tsv")
+            tables.append((f"sub-{match[1]} {match[2]}", table))
+    if not tables:
+        return None
+    fig = Figure(figsize=(4.5 * len(tables), 3.2), layout="constrained")
+    axes = fig.subplots(1, len(tables), squeeze=False)
+    for ax, (label, table) in zip(axes[0], tables):
+        groups = [c for c in ("phase", "variant") if c in table.columns]
+        losses = [c for c in table.select_dtypes("number").columns if c != "epoch"]
+        for key, part in (table.groupby(groups) if groups else [((), table)]):
+            key = key if isinstance(key, tuple) else (key,)
+            for loss in losses:
+                if part[loss].notna().any():
+                    ax.plot(part["epoch"], part[loss], label=" ".join(map(str, (*key, loss))))
+        ax.set(title=label, xlabel="epoch", ylabel="loss", yscale="log")
+        ax.legend(fontsize=6)
+    return {"title": "Training curves", "figure": fig}

@@ -124,13 +124,16 @@ def evaluate(recon_npz, settings: dict, seed: int, out_tsv, out_json) -> None:
     write_evaluation(per_image, summary, out_tsv, out_json)
 
 
-def report(summary_paths, grid_paths, config: dict, out_html, out_tsv) -> None:
+def report(summary_paths, grid_paths, history_paths, config: dict, out_html, out_tsv) -> None:
     """The aggregated HTML report and the long metrics table."""
-    from .report import build_report, collect_metrics, index_by_name, write_metrics_table
+    from .report import (build_report, collect_metrics, index_by_name,
+                         training_curves_section, write_metrics_table)
 
     metrics = collect_metrics(summary_paths)
     write_metrics_table(metrics, out_tsv)
+    sections = [training_curves_section(history_paths)]
     build_report(metrics, index_by_name(grid_paths), config, Path(out_html),
+                 extra_sections=[s for s in sections if s is not None],
                  title=config["report"]["title"])
 
 

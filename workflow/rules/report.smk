@@ -7,6 +7,7 @@ rule report:
     input:
         summaries=expand(rules.evaluate.output.summary, **_EVALS),
         grids=expand(rules.reconstruct.output.grid, **_EVALS),
+        histories=expand(rules.decode.output.history, subject=SUBJECTS, method=METHODS),
     output:
         html=report(REPORT / "index.html", caption="../report/index.rst", category="Report"),
         metrics=report(REPORT / "metrics.tsv", caption="../report/metrics.rst", category="Report"),

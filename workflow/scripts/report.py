@@ -6,5 +6,6 @@ log_to(snakemake.log[0])
 
 from fmrirecon.stages import report
 
-report(snakemake.input.summaries, snakemake.input.grids, snakemake.params.config,
+report(snakemake.input.summaries, snakemake.input.grids, snakemake.input.histories,
+       snakemake.params.config,
        snakemake.output.html, snakemake.output.metrics)
