@@ -16,7 +16,7 @@ import pandas as pd
 
 from .betas import Betas, read_betas
 from .images import load_images, save_grid
-from .methods import ReconstructionMethod, get_method
+from .methods import EvaluationData, ReconstructionMethod, get_method
 
 log = logging.getLogger(__name__)
 
@@ -96,9 +96,16 @@ def fit_method(betas_path, trials_path, voxels_path, stimuli_dir, method: str,
     return model
 
 
-def reconstruct(model_path, betas_path, trials_path, voxels_path, stimuli_dir, method: str,
-                split: str, images: dict, out_npz, out_png) -> None:
-    """Reconstruct the repetition-averaged betas of ``split`` and save images and grid."""
+def read_stimuli_table(stimuli_dir) -> pd.DataFrame | None:
+    """``stimuli/stimuli.tsv`` (stim_file plus attributes) when the dataset has one."""
+    path = Path(stimuli_dir) / "stimuli.tsv"
+    return pd.read_csv(path, sep="\t", na_values="n/a") if path.is_file() else None
+
+
+def reconstruct(model_path, betas_path, trials_path, voxels_path, stimuli_dir, split: str,
+                images: dict, evaluation: dict, seed: int, out_npz, out_png, out_extra) -> None:
+    """Reconstruct the repetition-averaged betas of ``split``; save images, grid and the
+    method's own metrics (:meth:`ReconstructionMethod.extra_metrics`)."""
     betas = read_betas(betas_path, trials_path)
     data = betas.select(split)
     if len(data.trials) == 0:
@@ -113,15 +120,33 @@ def reconstruct(model_path, betas_path, trials_path, voxels_path, stimuli_dir, m
                         stim_file=stim_files, decoded=np.asarray(decoded, dtype=np.float32))
     save_grid(out_png, [true, recon], scale=max(1, 96 // images["size"]))
 
+    train = betas.select("train")
+    extra = model.extra_metrics(EvaluationData(
+        split=split, train_betas=train.betas[:, columns],
+        train_images=load_stimuli(stimuli_dir, train.trials["stim_file"], images["size"],
+                                  images["channels"]),
+        train_stim_files=train.trials["stim_file"].to_numpy(dtype=str),
+        test_betas=averaged[:, columns], test_images=true, test_stim_files=stim_files,
+        stimuli=read_stimuli_table(stimuli_dir),
+        noise_ceiling=None if betas.noise_ceiling is None else betas.noise_ceiling[columns],
+        seed=seed, n_boot=evaluation["n_boot"],
+    ))
+    Path(out_extra).write_text(json.dumps(extra, indent=2, default=float) + "\n")
 
-def evaluate(recon_npz, settings: dict, seed: int, out_tsv, out_json) -> None:
-    """Metrics of one reconstruction file (see :func:`fmrirecon.evaluation.evaluate`)."""
+
+def evaluate(recon_npz, extra_json, settings: dict, seed: int, out_tsv, out_json) -> None:
+    """Metrics of one reconstruction file (see :func:`fmrirecon.evaluation.evaluate`)
+    plus the method's own metrics computed at reconstruction."""
     from .evaluation import evaluate as run, write_evaluation
 
     data = np.load(recon_npz)
     per_image, summary = run(data["images"], data["true"], data["stim_file"],
                              n_way=tuple(settings["n_way"]), n_boot=settings["n_boot"], seed=seed)
-    write_evaluation(per_image, summary, out_tsv, out_json)
+    extra = json.loads(Path(extra_json).read_text())
+    clash = set(extra) & set(summary)
+    if clash:
+        raise ValueError(f"{extra_json}: method metrics {sorted(clash)} shadow standard ones")
+    write_evaluation(per_image, {**summary, **extra}, out_tsv, out_json)
 
 
 def report(summary_paths, grid_paths, history_paths, config: dict, out_html, out_tsv) -> None:

@@ -3,7 +3,8 @@
 
 rule evaluate:
     input:
-        rules.reconstruct.output.recon,
+        recon=rules.reconstruct.output.recon,
+        extra=rules.reconstruct.output.extra,
     output:
         metrics=OUT / "sub-{subject}" / "eval" / "sub-{subject}_desc-{method}{split}_metrics.tsv",
         summary=OUT / "sub-{subject}" / "eval" / "sub-{subject}_desc-{method}{split}_summary.json",

@@ -16,8 +16,11 @@ rule reconstruct:
             subcategory="{method}",
             labels={"subject": "{subject}", "method": "{method}", "split": "{split}"},
         ),
+        extra=OUT / "sub-{subject}" / "recon" / "sub-{subject}_desc-{method}{split}_extra.json",
     params:
         images=config["images"],
+        evaluation=config["evaluation"],
+        seed=config["seed"],
     threads: 1
     resources:
         gpu=1,

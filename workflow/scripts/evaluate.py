@@ -6,5 +6,5 @@ log_to(snakemake.log[0])
 
 from fmrirecon.stages import evaluate
 
-evaluate(snakemake.input[0], snakemake.params.settings, snakemake.params.seed,
+evaluate(snakemake.input.recon, snakemake.input.extra, snakemake.params.settings, snakemake.params.seed,
          snakemake.output.metrics, snakemake.output.summary)

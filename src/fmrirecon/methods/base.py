@@ -4,10 +4,33 @@ from __future__ import annotations
 
 import abc
 import pickle
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
+import pandas as pd
+
+
+@dataclass
+class EvaluationData:
+    """What a method may use to compute its own metrics after reconstruction.
+
+    Betas are restricted to the decoder's voxels; test (or imagery) betas are
+    averaged over repetitions, one row per stimulus.
+    """
+
+    split: str
+    train_betas: np.ndarray
+    train_images: np.ndarray
+    train_stim_files: np.ndarray
+    test_betas: np.ndarray
+    test_images: np.ndarray
+    test_stim_files: np.ndarray
+    stimuli: pd.DataFrame | None  # stimuli.tsv (stim_file + attributes), if the dataset has one
+    noise_ceiling: np.ndarray | None
+    seed: int = 0
+    n_boot: int = 2000
 
 
 class ReconstructionMethod(abc.ABC):
@@ -54,6 +77,17 @@ class ReconstructionMethod(abc.ABC):
     @abc.abstractmethod
     def reconstruct(self, betas: np.ndarray) -> np.ndarray:
         """Draw images, shape (n, H, W, C) in [0, 1], from betas."""
+
+    def extra_metrics(self, data: EvaluationData) -> dict:
+        """Method-specific metrics (e.g. attribute decoding, decoded-feature accuracy).
+
+        Returns
+        -------
+        dict
+            ``{name: {"mean", "ci_low", "ci_high", "chance"}}``, merged into the
+            evaluation summary and the report beside PixCorr and SSIM. Empty by default.
+        """
+        return {}
 
     def training_history(self):
         """Per-epoch losses as a DataFrame (columns epoch, phase, losses), or None."""
