@@ -12,6 +12,7 @@ include: "workflow/rules/decode.smk"
 include: "workflow/rules/reconstruct.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/features.smk"
 
 
 report: "workflow/report/workflow.rst"
@@ -27,4 +28,5 @@ rule all:
     input:
         OUT / "dataset_description.json",
         REPORT / "index.html",
+        expand(FEATURES / "stimuli_desc-{method}_features.h5", method=DIR_METHODS),
     default_target: True

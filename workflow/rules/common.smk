@@ -146,3 +146,25 @@ def betas_files(subject):
 def method_settings(method):
     """The config section of one method (``method:`` in it names the implementation)."""
     return dict(config["methods"][method] or {})
+
+
+# Files a method implementation needs beyond the betas (a trained generator, feature
+# network weights), registered by the rule file that makes them:
+# METHOD_FILES[implementation] is a list of functions settings -> {parameter: path}.
+# The files become inputs of decode and reconstruct and reach the method as the
+# parameters of the same name, so a method's extra stage touches no other method.
+METHOD_FILES = {}
+
+
+def method_files(wildcards):
+    """Extra input files of the config method ``wildcards.method``."""
+    settings = method_settings(wildcards.method)
+    files = {}
+    for make in METHOD_FILES.get(settings.get("method", wildcards.method), []):
+        files.update(make(settings))
+    return files
+
+
+def method_parameters(wildcards, input):
+    """The method's settings with its extra files in place."""
+    return {**method_settings(wildcards.method), **{k: input[k] for k in method_files(wildcards)}}

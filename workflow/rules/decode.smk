@@ -3,6 +3,7 @@
 
 rule decode:
     input:
+        unpack(method_files),
         **betas_files("{subject}"),
         voxels=rules.select_voxels.output[0],
         stimuli=BIDS / "stimuli",
@@ -10,7 +11,7 @@ rule decode:
         model=OUT / "sub-{subject}" / "recon" / "sub-{subject}_desc-{method}_model.pkl",
         history=OUT / "sub-{subject}" / "recon" / "sub-{subject}_desc-{method}_curves.tsv",
     params:
-        settings=lambda wc: method_settings(wc.method),
+        settings=method_parameters,
         images=config["images"],
         seed=config["seed"],
         work_dir=lambda wc: OUT / f"sub-{wc.subject}" / "recon" / f"sub-{wc.subject}_desc-{wc.method}_checkpoints",

@@ -3,6 +3,7 @@
 
 rule reconstruct:
     input:
+        unpack(method_files),
         **betas_files("{subject}"),
         model=rules.decode.output.model,
         voxels=rules.select_voxels.output[0],

@@ -1,0 +1,114 @@
+"""Deep features: the extractor, HDF5 storage and locally trained weights."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import smooth_images
+from fmrirecon.features import (FeatureExtractor, extract_features, feature_identification,
+                                read_feature_attrs, read_features, train_small_network,
+                                write_features)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # Small tensors on a shared CPU: more threads only add contention.
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def extractor(one_thread):
+    return FeatureExtractor("smallconv", input_size=16)
+
+
+def test_extractor_shapes_gray_and_rgb(extractor):
+    gray = smooth_images(3, size=16)
+    out = extract_features(gray, extractor)
+    assert list(out) == extractor.layers == ["relu1", "relu2", "relu3", "relu4", "fc5"]
+    shapes = extractor.layer_shapes()
+    for name, values in out.items():
+        assert values.shape == (3, int(np.prod(shapes[name])))
+        assert values.dtype == np.float32
+    # Gray is repeated to RGB inside: the same image as RGB gives the same features.
+    rgb = extract_features(np.repeat(gray, 3, axis=-1), extractor)
+    np.testing.assert_allclose(rgb["relu3"], out["relu3"], rtol=1e-5, atol=1e-6)
+    # Images of another size are resized to the input size.
+    big = extract_features(smooth_images(2, size=24), extractor)
+    assert big["relu1"].shape[1] == out["relu1"].shape[1]
+
+
+def test_extractor_is_seeded_frozen_and_differentiable(extractor):
+    again = FeatureExtractor("smallconv", input_size=16)
+    other = FeatureExtractor("smallconv", input_size=16, seed=1)
+    x = torch.from_numpy(smooth_images(2, size=16)).permute(0, 3, 1, 2)
+    a, b, c = extractor(x)["relu2"], again(x)["relu2"], other(x)["relu2"]
+    assert torch.equal(a, b) and not torch.allclose(a, c)
+    assert "random init (seed 0)" in extractor.provenance
+    extractor.train()
+    assert not extractor.training and not any(p.requires_grad for p in extractor.parameters())
+    x.requires_grad_(True)
+    extractor(x)["fc5"].sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_bad_layers_and_offline_weights_fail_clearly(tmp_path):
+    with pytest.raises(ValueError, match="not nodes of smallconv"):
+        FeatureExtractor("smallconv", layers=["conv9"])
+    with pytest.raises(ValueError, match="not 'smallconv' nor a torchvision model"):
+        FeatureExtractor("nonet")
+    with pytest.raises(FileNotFoundError, match="missing.pt"):
+        FeatureExtractor("smallconv", weights=str(tmp_path / "missing.pt"))
+
+
+def test_torchvision_network_by_name():
+    fe = FeatureExtractor("alexnet", layers=["features.1", "classifier.6"])
+    out = extract_features(smooth_images(1, size=16), fe)
+    assert out["features.1"].shape == (1, 64 * 55 * 55) and out["classifier.6"].shape == (1, 1000)
+    assert fe.provenance.startswith("alexnet, random init")
+
+
+def test_hdf5_roundtrip(tmp_path, extractor):
+    feats = extract_features(smooth_images(4, size=16), extractor)
+    path = tmp_path / "f.h5"
+    write_features(path, feats, {"provenance": extractor.provenance, "stim_file": list("abcd"),
+                                 "shapes": {"fc5": [10]}})
+    back = read_features(path)
+    assert list(back) == list(feats)
+    for name in feats:
+        np.testing.assert_array_equal(back[name], feats[name])
+    assert list(read_features(path, ["fc5"])) == ["fc5"]
+    attrs = read_feature_attrs(path)
+    assert attrs["stim_file"] == list("abcd") and json.loads(attrs["shapes"]) == {"fc5": [10]}
+    with pytest.raises(KeyError, match="no layers"):
+        read_features(path, ["conv9"])
+
+
+def test_train_small_network_and_load_checkpoint(tmp_path):
+    # Two separable classes: bright-top vs bright-bottom (survive the flip augmentation).
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 0.3, (64, 16, 16, 3)).astype(np.float32)
+    labels = np.array(["top", "bottom"] * 32)
+    images[labels == "top", :8] += 0.6
+    images[labels == "bottom", 8:] += 0.6
+    out = tmp_path / "smallconv.pt"
+    model, meta = train_small_network(images, labels, out, epochs=8, batch_size=16, lr=5e-3,
+                                      width=8, val_fraction=0.25, source="halves")
+    assert meta["val_accuracy"] >= 0.9
+    assert "trained locally on halves" in meta["provenance"]
+    fe = FeatureExtractor("smallconv", weights=str(out), input_size=16)
+    assert fe.provenance == meta["provenance"]
+    x = torch.from_numpy(images[:4]).permute(0, 3, 1, 2)
+    with torch.no_grad():
+        expected = model(fe.preprocess(x))
+    torch.testing.assert_close(fe(x)["fc5"], expected)
+
+
+def test_feature_identification(extractor):
+    images = smooth_images(6, size=16, seed=2)
+    ident = feature_identification(images, images, extractor)
+    assert all(np.all(v == 1.0) for v in ident.values())
