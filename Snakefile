@@ -28,5 +28,5 @@ rule all:
     input:
         OUT / "dataset_description.json",
         REPORT / "index.html",
-        expand(FEATURES / "stimuli_desc-{method}_features.h5", method=DIR_METHODS),
+        [] if IMPORTED else expand(FEATURES / "stimuli_desc-{method}_features.h5", method=DIR_METHODS),
     default_target: True

@@ -6,7 +6,8 @@ from pathlib import Path
 import pandas as pd
 from snakemake.utils import min_version, validate
 
-from fmrirecon.bids import check_manifest, index_bids, manifest_from_plan, read_manifest, write_manifest
+from fmrirecon.bids import (MANIFEST_COLUMNS, check_manifest, index_bids, manifest_from_plan,
+                            read_manifest, write_manifest)
 from fmrirecon.config import check_config
 from fmrirecon.preprocess import derivative_paths
 from fmrirecon.stages import method_class
@@ -37,10 +38,19 @@ RESULTS = Path(config["results_dir"])
 OUT = RESULTS / "derivatives" / "fmrirecon"
 REPORT = RESULTS / "report"
 LOGS = RESULTS / "logs"
-SIMULATED = config["bids_dir"] is None
+# Where the betas come from: a file of ready-made betas (entry point "betas"), the
+# built-in simulation, or a BIDS dataset.
+IMPORTED = config["betas"] is not None
+SIMULATED = not IMPORTED and config["bids_dir"] is None
 
-# ---- the dataset: simulated (known from the config) or indexed once from BIDS ----
-if SIMULATED:
+# ---- the dataset: imported betas, simulated (known from the config) or indexed once from BIDS ----
+if IMPORTED:
+    from fmrirecon.importers import SPEC_DEFAULTS
+
+    IMPORT_SPEC = {**SPEC_DEFAULTS, **config["betas"]}
+    BIDS = None
+    MANIFEST = pd.DataFrame(columns=MANIFEST_COLUMNS)
+elif SIMULATED:
     from fmrirecon.simulate import DEFAULTS as SIM_DEFAULTS, study_plan
 
     SIM = {**SIM_DEFAULTS, **config["simulate"]}
@@ -61,7 +71,7 @@ else:
     else:
         MANIFEST = read_manifest(_manifest_path)
 
-if config["subjects"]:
+if config["subjects"] and not IMPORTED:
     _unknown = sorted(set(config["subjects"]) - set(MANIFEST["subject"]))
     if _unknown:
         raise ValueError(f"config['subjects']: {', '.join(_unknown)} not in {BIDS}")
@@ -73,9 +83,11 @@ SPLIT_TASKS = {
     "imagery": config["design"]["imagery_tasks"],
 }
 MANIFEST = MANIFEST[MANIFEST["task"].isin(sum(SPLIT_TASKS.values(), []))]
-SUBJECTS = sorted(MANIFEST["subject"].unique())
+SUBJECTS = [IMPORT_SPEC["subject"]] if IMPORTED else sorted(MANIFEST["subject"].unique())
+# The images shown: BIDS's stimuli/ folder, or the imported ones (a pattern in {subject}).
+STIMULI = RESULTS / "imported" / "sub-{subject}" / "stimuli" if IMPORTED else BIDS / "stimuli"
 for _split in ("train", "test"):
-    if not MANIFEST["task"].isin(SPLIT_TASKS[_split]).any():
+    if not IMPORTED and not MANIFEST["task"].isin(SPLIT_TASKS[_split]).any():
         raise ValueError(
             f"config['design']['{_split}_tasks']: none of {SPLIT_TASKS[_split]} "
             f"is a task of {BIDS}"
@@ -139,7 +151,9 @@ def glm_runs(subject):
 
 
 def betas_files(subject):
-    stem = OUT / f"sub-{subject}" / "func" / f"sub-{subject}_desc-{config['glm']['method']}"
+    """The single-trial betas of one subject (from the GLM, or imported)."""
+    label = "imported" if IMPORTED else config["glm"]["method"]
+    stem = OUT / f"sub-{subject}" / "func" / f"sub-{subject}_desc-{label}"
     return {"betas": f"{stem}_betas.h5", "trials": f"{stem}_trials.tsv"}
 
 

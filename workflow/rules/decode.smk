@@ -6,7 +6,7 @@ rule decode:
         unpack(method_files),
         **betas_files("{subject}"),
         voxels=rules.select_voxels.output[0],
-        stimuli=BIDS / "stimuli",
+        stimuli=STIMULI,
     output:
         model=OUT / "sub-{subject}" / "recon" / "sub-{subject}_desc-{method}_model.pkl",
         history=OUT / "sub-{subject}" / "recon" / "sub-{subject}_desc-{method}_curves.tsv",

@@ -54,7 +54,7 @@ rule train_feature_network:
 rule extract_features:
     input:
         unpack(lambda wc: method_files(wc)),
-        stimuli=BIDS / "stimuli",
+        stimuli=STIMULI,
     output:
         FEATURES / "stimuli_desc-{method}_features.h5",
     params:

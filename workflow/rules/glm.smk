@@ -1,28 +1,45 @@
-# Single-trial betas per subject, per-voxel reliability and voxel selection.
+# Single-trial betas per subject (GLM, or imported), reliability and voxel selection.
+if IMPORTED:
 
+    rule import_betas:
+        input:
+            IMPORT_SPEC["file"],
+        output:
+            **betas_files("{subject}"),
+            stimuli=directory(STIMULI),
+        params:
+            spec=IMPORT_SPEC,
+        log:
+            LOGS / "import_betas" / "sub-{subject}.log",
+        conda:
+            "../../envs/fmrirecon.yaml"
+        script:
+            "../scripts/import_betas.py"
 
-rule glm:
-    input:
-        unpack(glm_inputs),
-    output:
-        betas=betas_files("{subject}")["betas"],
-        trials=betas_files("{subject}")["trials"],
-        reliability=report(
-            OUT / "sub-{subject}" / "func" / f"sub-{{subject}}_desc-{config['glm']['method']}reliability_statmap.nii.gz",
-            caption="../report/reliability.rst",
-            category="Single-trial GLM",
-        ),
-    params:
-        runs=lambda wc: glm_runs(wc.subject),
-        splits=SPLIT_TASKS,
-        settings=config["glm"],
-    threads: 2
-    log:
-        LOGS / "glm" / "sub-{subject}.log",
-    conda:
-        "../../envs/fmrirecon.yaml"
-    script:
-        "../scripts/glm.py"
+else:
+
+    rule glm:
+        input:
+            unpack(glm_inputs),
+        output:
+            betas=betas_files("{subject}")["betas"],
+            trials=betas_files("{subject}")["trials"],
+            reliability=report(
+                OUT / "sub-{subject}" / "func" / f"sub-{{subject}}_desc-{config['glm']['method']}reliability_statmap.nii.gz",
+                caption="../report/reliability.rst",
+                category="Single-trial GLM",
+            ),
+        params:
+            runs=lambda wc: glm_runs(wc.subject),
+            splits=SPLIT_TASKS,
+            settings=config["glm"],
+        threads: 2
+        log:
+            LOGS / "glm" / "sub-{subject}.log",
+        conda:
+            "../../envs/fmrirecon.yaml"
+        script:
+            "../scripts/glm.py"
 
 
 rule select_voxels:

@@ -7,7 +7,7 @@ rule reconstruct:
         **betas_files("{subject}"),
         model=rules.decode.output.model,
         voxels=rules.select_voxels.output[0],
-        stimuli=BIDS / "stimuli",
+        stimuli=STIMULI,
     output:
         recon=OUT / "sub-{subject}" / "recon" / "sub-{subject}_desc-{method}{split}_recon.npz",
         grid=report(
