@@ -22,13 +22,15 @@ from tqdm import tqdm
 
 from fmrirecon.betas import TRIAL_COLUMNS, Betas
 
-__all__ = ["single_trial_betas", "load_trial_events", "CONFOUND_STRATEGIES"]
+__all__ = ["single_trial_betas", "load_trial_events", "select_runs", "subject_mask", "load_run",
+           "trial_table", "CONFOUND_STRATEGIES"]
 
 logger = logging.getLogger(__name__)
 
 #: ``confounds`` choices -> ``load_confounds`` motion option (None: no confounds).
 CONFOUND_STRATEGIES = {"motion6": "basic", "motion24": "full", "none": None}
 METHODS = ("lsa", "lss")
+DENOISED = "denoised"  # implemented in fmrirecon.glm_denoise
 _TRIAL = "trial{:05d}"  # zero-padded so nilearn's sorted column order is trial order
 
 
@@ -214,6 +216,78 @@ def _repetitions(trials: pd.DataFrame) -> np.ndarray:
     return trials.groupby(["split", "stim_file"], sort=False).cumcount().to_numpy() + 1
 
 
+def select_runs(runs: list[dict], splits: dict) -> tuple[list[dict], dict]:
+    """The runs whose task is in a split, checked, and the task -> split map.
+
+    Raises ValueError for a task in two splits, a run lacking keys or no usable run;
+    runs of tasks in no split are skipped with a logged warning.
+    """
+    task_split = {}
+    for split, tasks in splits.items():
+        for task in [tasks] if isinstance(tasks, str) else tasks:
+            if task in task_split:
+                raise ValueError(f"task {task!r} is in splits {task_split[task]!r} and {split!r}")
+            task_split[task] = split
+
+    used = []
+    for run in runs:
+        missing = {"bold", "mask", "events", "task", "run", "tr"} - set(run)
+        if missing:
+            raise ValueError(f"run {run} lacks key(s) {sorted(missing)}")
+        if run["task"] not in task_split:
+            logger.warning("%s: task %r is in no split; skipped", run["bold"], run["task"])
+            continue
+        used.append(run)
+    if not used:
+        raise ValueError(f"no run has a task in the splits {splits}")
+    return used, task_split
+
+
+def subject_mask(runs, mask_img=None):
+    """Boolean in-mask array, the mask image and its name (see ``single_trial_betas``)."""
+    return _subject_mask(runs, mask_img)
+
+
+def load_run(run: dict, mask, mask_ref, mask_name, confounds: str):
+    """Events, in-mask data in percent signal change and confounds of one run.
+
+    Returns
+    -------
+    events : DataFrame
+        From :func:`load_trial_events`.
+    Y : ndarray, shape (n_scans, n_voxels)
+        float64, percent signal change of each voxel's run mean.
+    confounds : DataFrame or None
+    """
+    bold_path = Path(run["bold"])
+    if not bold_path.is_file():
+        raise ValueError(f"{bold_path}: BOLD file not found")
+    img = nib.load(bold_path)
+    if img.ndim != 4:
+        raise ValueError(f"{bold_path}: expected 4-D BOLD, got shape {img.shape}")
+    _check_grid(img, mask_ref, bold_path, mask_name)
+    tr = float(run["tr"])
+    header_tr = float(img.header.get_zooms()[3]) if len(img.header.get_zooms()) > 3 else 0.0
+    if header_tr > 0 and abs(header_tr - tr) > 1e-3:
+        logger.warning("%s: header TR %g s differs from given TR %g s; using %g", bold_path, header_tr, tr, tr)
+    n_scans = img.shape[3]
+    events = load_trial_events(run["events"], n_scans, tr)
+    conf = _confounds(run, confounds)
+    if conf is not None and len(conf) != n_scans:
+        raise ValueError(f"{run['confounds']}: {len(conf)} rows but {bold_path} has {n_scans} volumes")
+
+    Y = np.asarray(img.dataobj, dtype=np.float32)[mask].T.astype(np.float64)
+    return events, _percent_signal_change(Y, bold_path), conf
+
+
+def trial_table(tables: list[pd.DataFrame]) -> pd.DataFrame:
+    """Concatenate per-run event tables (with task, run, split) into the trial table."""
+    trials = pd.concat(tables, ignore_index=True)
+    trials["trial"] = np.arange(len(trials))
+    trials["repetition"] = _repetitions(trials)
+    return trials[TRIAL_COLUMNS]
+
+
 def single_trial_betas(
     runs: list[dict],
     splits: dict[str, list[str]],
@@ -224,6 +298,7 @@ def single_trial_betas(
     confounds: str = "motion6",
     mask_img=None,
     progress: bool = True,
+    denoise: dict | None = None,
 ) -> Betas:
     """Estimate one beta per trial of every run of one subject.
 
@@ -245,9 +320,12 @@ def single_trial_betas(
     splits : dict of str to list of str
         Split name -> task names, e.g. ``{"train": ["train"], "test": ["test"]}``.
         Runs of tasks in no split are skipped with a logged warning.
-    method : {"lsa", "lss"}, default="lsa"
+    method : {"lsa", "lss", "denoised"}, default="lsa"
         LSA: one design per run with one regressor per trial. LSS: per trial, a
         design with that trial and one regressor for all the run's other trials.
+        ``denoised``: per-voxel HRF, GLMdenoise noise regressors and fractional
+        ridge (:func:`fmrirecon.glm_denoise.denoised_betas`; ``hrf_model`` and
+        ``noise_model`` do not apply).
     hrf_model : str, default="glover"
         nilearn HRF model (single-regressor models only: ``glover``, ``spm``).
     high_pass : float, default=0.01
@@ -261,6 +339,9 @@ def single_trial_betas(
         Subject mask; by default the intersection of the runs' masks.
     progress : bool, default=True
         Progress bar over runs on stderr.
+    denoise : dict or None, default=None
+        Keyword arguments of :func:`fmrirecon.glm_denoise.denoised_betas` (method
+        ``denoised`` only).
 
     Returns
     -------
@@ -269,64 +350,36 @@ def single_trial_betas(
         order of ``runs`` then onset; trial table per docs/formats.md section 3;
         ``voxel_ijk`` the in-mask voxels (C order); geometry of the mask.
     """
+    if method == DENOISED:
+        # HRF library + GLMdenoise + fractional ridge lives in its own module
+        from fmrirecon.glm_denoise import denoised_betas
+
+        if hrf_model != "glover" or noise_model != "ols":
+            logger.warning("method %r fits its own HRFs with OLS; hrf_model=%r and noise_model=%r "
+                           "are ignored", method, hrf_model, noise_model)
+        betas, _ = denoised_betas(runs, splits, high_pass=high_pass, confounds=confounds,
+                                  mask_img=mask_img, progress=progress, **(denoise or {}))
+        return betas
     if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        raise ValueError(f"method must be one of {METHODS + (DENOISED,)}, got {method!r}")
     if confounds not in CONFOUND_STRATEGIES:
         raise ValueError(f"confounds must be one of {list(CONFOUND_STRATEGIES)}, got {confounds!r}")
     if not (noise_model == "ols" or noise_model.startswith("ar")):
         raise ValueError(f"noise_model must be 'ols' or 'arN', got {noise_model!r}")
-    task_split = {}
-    for split, tasks in splits.items():
-        for task in [tasks] if isinstance(tasks, str) else tasks:
-            if task in task_split:
-                raise ValueError(f"task {task!r} is in splits {task_split[task]!r} and {split!r}")
-            task_split[task] = split
-
-    used = []
-    for run in runs:
-        missing = {"bold", "mask", "events", "task", "run", "tr"} - set(run)
-        if missing:
-            raise ValueError(f"run {run} lacks key(s) {sorted(missing)}")
-        if run["task"] not in task_split:
-            logger.warning("%s: task %r is in no split; skipped", run["bold"], run["task"])
-            continue
-        used.append(run)
-    if not used:
-        raise ValueError(f"no run has a task in the splits {splits}")
+    used, task_split = select_runs(runs, splits)
 
     mask, mask_ref, mask_name = _subject_mask(used, mask_img)
 
     all_betas, tables = [], []
     for run in tqdm(used, desc=f"{method} betas", unit="run", file=sys.stderr, disable=not progress):
-        bold_path = Path(run["bold"])
-        if not bold_path.is_file():
-            raise ValueError(f"{bold_path}: BOLD file not found")
-        img = nib.load(bold_path)
-        if img.ndim != 4:
-            raise ValueError(f"{bold_path}: expected 4-D BOLD, got shape {img.shape}")
-        _check_grid(img, mask_ref, bold_path, mask_name)
-        tr = float(run["tr"])
-        header_tr = float(img.header.get_zooms()[3]) if len(img.header.get_zooms()) > 3 else 0.0
-        if header_tr > 0 and abs(header_tr - tr) > 1e-3:
-            logger.warning("%s: header TR %g s differs from given TR %g s; using %g", bold_path, header_tr, tr, tr)
-        n_scans = img.shape[3]
-        events = load_trial_events(run["events"], n_scans, tr)
-        conf = _confounds(run, confounds)
-        if conf is not None and len(conf) != n_scans:
-            raise ValueError(f"{run['confounds']}: {len(conf)} rows but {bold_path} has {n_scans} volumes")
-
-        Y = np.asarray(img.dataobj, dtype=np.float32)[mask].T.astype(np.float64)
-        Y = _percent_signal_change(Y, bold_path)
+        events, Y, conf = load_run(run, mask, mask_ref, mask_name, confounds)
         all_betas.append(_run_betas(run, events, Y, method, hrf_model, high_pass, noise_model, conf))
         tables.append(events.assign(task=str(run["task"]), run=int(run["run"]), split=task_split[run["task"]]))
         del Y
 
-    trials = pd.concat(tables, ignore_index=True)
-    trials["trial"] = np.arange(len(trials))
-    trials["repetition"] = _repetitions(trials)
     return Betas(
         betas=np.concatenate(all_betas).astype(np.float32),
-        trials=trials[TRIAL_COLUMNS],
+        trials=trial_table(tables),
         voxel_ijk=np.argwhere(mask).astype(np.int32),
         affine=np.asarray(mask_ref.affine, dtype=np.float64),
         shape=tuple(int(s) for s in mask_ref.shape[:3]),

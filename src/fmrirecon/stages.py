@@ -149,14 +149,25 @@ def evaluate(recon_npz, extra_json, settings: dict, seed: int, out_tsv, out_json
     write_evaluation(per_image, {**summary, **extra}, out_tsv, out_json)
 
 
-def report(summary_paths, grid_paths, history_paths, config: dict, out_html, out_tsv) -> None:
-    """The aggregated HTML report and the long metrics table."""
+def report(summary_paths, grid_paths, history_paths, config: dict, out_html, out_tsv,
+           betas_paths: dict | None = None) -> None:
+    """The aggregated HTML report and the long metrics table.
+
+    ``betas_paths`` (subject -> betas HDF5) adds the reliability of each step of the
+    ``denoised`` GLM.
+    """
     from .report import (build_report, collect_metrics, index_by_name,
                          training_curves_section, write_metrics_table)
 
     metrics = collect_metrics(summary_paths)
     write_metrics_table(metrics, out_tsv)
     sections = [training_curves_section(history_paths)]
+    if betas_paths:
+        from .glm_denoise import reliability_by_step
+
+        table, figure = reliability_by_step(betas_paths)
+        sections += [{"title": "Single-trial reliability by GLM step", "figure": figure},
+                     {"title": "Single-trial reliability by GLM step (medians)", "table": table}]
     build_report(metrics, index_by_name(grid_paths), config, Path(out_html),
                  extra_sections=[s for s in sections if s is not None],
                  title=config["report"]["title"])
@@ -174,18 +185,53 @@ def derivatives_description(out_json) -> None:
     }, indent=2) + "\n")
 
 
+#: Extra per-voxel outputs of ``glm.method: denoised``: key -> file name suffix after
+#: ``sub-<s>_desc-denoised``.
+DENOISED_MAPS = {
+    "hrf": "hrf_statmap.nii.gz",
+    "r2": "R2_statmap.nii.gz",
+    "npcs": "npcs_statmap.nii.gz",
+    "fraction": "fraction_statmap.nii.gz",
+    "noisepool": "noisepool_mask.nii.gz",
+}
+
+
 def glm(runs: list[dict], splits: dict, settings: dict, out_betas, out_trials,
-        out_reliability) -> None:
-    """Single-trial betas of one subject with per-voxel reliability (config ``glm``)."""
+        out_reliability, out_maps: dict | None = None) -> None:
+    """Single-trial betas of one subject with per-voxel reliability (config ``glm``).
+
+    For ``glm.method: denoised`` (:mod:`fmrirecon.glm_denoise`), ``out_maps`` maps each
+    key of :data:`DENOISED_MAPS` to an output path, and the betas file gets a group
+    ``denoise`` with the reliability of each step (read by
+    :func:`fmrirecon.glm_denoise.reliability_by_step`).
+    """
     from .betas import write_betas
     from .glm import single_trial_betas
     from .reliability import add_reliability, reliability_map
 
-    betas = single_trial_betas(
-        runs, splits, method=settings["method"], hrf_model=settings["hrf_model"],
-        high_pass=settings["high_pass"], noise_model=settings["noise_model"],
-        confounds=settings["confounds"],
-    )
+    if settings["method"] == "denoised":
+        from .glm_denoise import denoise_maps, denoised_betas, step_reliability, write_denoise
+
+        if set(DENOISED_MAPS) - set(out_maps or {}):
+            raise ValueError(f"out_maps lacks {sorted(set(DENOISED_MAPS) - set(out_maps or {}))}")
+        options = {key: settings[key] for key in ("n_hrfs", "hrf_peak_range", "hrf_fit", "max_pcs",
+                                                  "pc_tolerance", "fractions", "chunk_size")}
+        betas, fit = denoised_betas(
+            runs, splits, high_pass=settings["high_pass"], confounds=settings["confounds"],
+            xval_split=settings["xval_split"], keep_steps=True, **options,
+        )
+    else:
+        betas = single_trial_betas(
+            runs, splits, method=settings["method"], hrf_model=settings["hrf_model"],
+            high_pass=settings["high_pass"], noise_model=settings["noise_model"],
+            confounds=settings["confounds"],
+        )
+        fit = None
     betas = add_reliability(betas, split=settings["reliability_split"])
     write_betas(out_betas, betas, out_trials)
     nib.save(reliability_map(betas), out_reliability)
+    if fit is not None:
+        split = "test" if (betas.trials["split"] == "test").any() else settings["reliability_split"]
+        write_denoise(out_betas, fit, step_reliability(fit, betas.trials, split=split), split)
+        for key, image in denoise_maps(fit, betas).items():
+            nib.save(image, out_maps[key])

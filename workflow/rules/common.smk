@@ -10,7 +10,7 @@ from fmrirecon.bids import (MANIFEST_COLUMNS, check_manifest, index_bids, manife
                             read_manifest, write_manifest)
 from fmrirecon.config import check_config
 from fmrirecon.preprocess import derivative_paths
-from fmrirecon.stages import method_class
+from fmrirecon.stages import DENOISED_MAPS, method_class
 
 min_version("9.0")
 

@@ -29,6 +29,11 @@ else:
                 caption="../report/reliability.rst",
                 category="Single-trial GLM",
             ),
+            # glm.method denoised: chosen HRF, R2, noise components, ridge fraction, noise pool
+            **{
+                key: OUT / "sub-{subject}" / "func" / f"sub-{{subject}}_desc-denoised{suffix}"
+                for key, suffix in (DENOISED_MAPS.items() if config["glm"]["method"] == "denoised" else [])
+            },
         params:
             runs=lambda wc: glm_runs(wc.subject),
             splits=SPLIT_TASKS,

@@ -8,11 +8,15 @@ rule report:
         summaries=expand(rules.evaluate.output.summary, **_EVALS),
         grids=expand(rules.reconstruct.output.grid, **_EVALS),
         histories=expand(rules.decode.output.history, subject=SUBJECTS, method=METHODS),
+        betas=expand(betas_files("{subject}")["betas"], subject=SUBJECTS),
     output:
         html=report(REPORT / "index.html", caption="../report/index.rst", category="Report"),
         metrics=report(REPORT / "metrics.tsv", caption="../report/metrics.rst", category="Report"),
     params:
         config=config,
+        # the denoised GLM's step-by-step reliability goes into the report
+        step_reliability=not IMPORTED and config["glm"]["method"] == "denoised",
+        subjects=SUBJECTS,
     log:
         LOGS / "report.log",
     conda:

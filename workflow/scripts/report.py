@@ -6,6 +6,7 @@ log_to(snakemake.log[0])
 
 from fmrirecon.stages import report
 
+betas = dict(zip(snakemake.params.subjects, snakemake.input.betas))
 report(snakemake.input.summaries, snakemake.input.grids, snakemake.input.histories,
-       snakemake.params.config,
-       snakemake.output.html, snakemake.output.metrics)
+       snakemake.params.config, snakemake.output.html, snakemake.output.metrics,
+       betas if snakemake.params.step_reliability else None)

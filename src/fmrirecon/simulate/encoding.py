@@ -21,6 +21,12 @@ evoked response: the trial regressor (a boxcar of the trial duration convolved w
 the Glover HRF) is scaled to a peak of 1. The BOLD signal adds slow cosine drifts,
 AR(1) thermal noise, and head motion applied as sub-voxel translations of every
 volume.
+
+Two options (off by default) make the data harder for a standard GLM, as real data
+are: a per-voxel HRF (:func:`draw_hrf_params`, a double gamma whose peak and
+undershoot vary between voxels; the regressor keeps a peak of 1) and shared
+low-rank noise (:func:`shared_noise`: a few time courses, e.g. physiological,
+loaded on smooth spatial maps over the whole brain).
 """
 
 from __future__ import annotations
@@ -308,12 +314,55 @@ def draw_model(brain: Brain, rng: np.random.Generator, channels: int = 1) -> Enc
     )
 
 
+def double_gamma_hrf(peak: float, ratio: float, dt: float, time_length: float = 32.0) -> np.ndarray:
+    """A double-gamma HRF peaking near ``peak`` s with an undershoot 10 s later.
+
+    ``gamma(t; peak / 0.9 + 1, scale 0.9) - ratio * gamma(t; (peak + 10) / 0.9 + 1,
+    scale 0.9)``, sampled every ``dt`` s (the first gamma's mode is ``peak``).
+    """
+    from scipy.stats import gamma
+
+    t = np.arange(0, time_length, dt)
+    b = 0.9
+    return gamma.pdf(t, peak / b + 1, scale=b) - ratio * gamma.pdf(t, (peak + 10) / b + 1, scale=b)
+
+
+def draw_hrf_params(n: int, peak_range, rng: np.random.Generator) -> np.ndarray:
+    """Per-voxel HRF parameters: columns ``peak`` (uniform in ``peak_range``, s) and
+    undershoot ``ratio`` (uniform in [0.1, 0.4]), rounded to 0.1 s and 0.05 so that
+    voxels share a few dozen distinct HRFs (cheap to simulate)."""
+    low, high = (float(v) for v in peak_range)
+    peak = np.round(rng.uniform(low, high, n), 1)
+    ratio = np.round(rng.uniform(0.1, 0.4, n) * 20) / 20
+    return np.stack([peak, ratio], axis=1)
+
+
+def shared_loadings(brain: Brain, n_components: int, rng: np.random.Generator) -> np.ndarray:
+    """Smooth spatial maps (n_components, n_brain) of the shared noise, RMS 1 over the brain."""
+    out = np.empty((n_components, len(brain.voxel_ijk)), dtype=np.float32)
+    ii, jj, kk = brain.voxel_ijk.T
+    for c in range(n_components):
+        field = ndimage.gaussian_filter(rng.standard_normal(brain.shape), sigma=max(brain.shape) / 8)
+        values = field[ii, jj, kk]
+        out[c] = values / (np.sqrt((values**2).mean()) + 1e-12)
+    return out
+
+
+def shared_noise(n_vols: int, loadings: np.ndarray, sd_psc: float, rng: np.random.Generator,
+                 rho: float = 0.5) -> np.ndarray:
+    """Low-rank noise (n_vols, n_brain) in PSC: AR(1) time courses of SD ``sd_psc``
+    (new every run) times the fixed ``loadings``."""
+    courses = ar1_noise(n_vols, len(loadings), sd_psc, rho, rng)
+    return courses @ loadings
+
+
 def trial_regressors(onsets, duration: float, n_vols: int, tr: float,
-                     oversampling: int = 20) -> np.ndarray:
-    """Each trial's boxcar convolved with the Glover HRF, sampled at the volumes.
+                     oversampling: int = 20, hrf: tuple | None = None) -> np.ndarray:
+    """Each trial's boxcar convolved with the HRF, sampled at the volumes.
 
     Volume ``t`` is acquired at time ``t * tr`` (every slice at once). Each regressor
-    is scaled so that its peak, in continuous time, is 1.
+    is scaled so that its peak, in continuous time, is 1. ``hrf`` is None for the
+    Glover HRF or ``(peak, ratio)`` of :func:`double_gamma_hrf`.
 
     Returns
     -------
@@ -322,7 +371,10 @@ def trial_regressors(onsets, duration: float, n_vols: int, tr: float,
     from nilearn.glm.first_level import glover_hrf
 
     dt = tr / oversampling
-    hrf = glover_hrf(tr, oversampling=oversampling, time_length=32.0)
+    if hrf is None:
+        hrf = glover_hrf(tr, oversampling=oversampling, time_length=32.0)
+    else:
+        hrf = double_gamma_hrf(hrf[0], hrf[1], dt)
     box = np.ones(max(1, int(round(duration / dt))))
     kernel = np.convolve(box, hrf)
     kernel /= kernel.max()
@@ -382,7 +434,8 @@ def ar1_noise(n_vols: int, n_vox: int, sd: float, rho: float, rng: np.random.Gen
 
 def simulate_run(brain: Brain, amplitudes: np.ndarray, onsets, duration: float, tr: float,
                  n_vols: int, noise_psc: float, drift_psc: float, motion_mm: float,
-                 rng: np.random.Generator, noise_rho: float = 0.3) -> tuple[np.ndarray, np.ndarray]:
+                 rng: np.random.Generator, noise_rho: float = 0.3, hrf_params: np.ndarray | None = None,
+                 shared: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Simulate the BOLD volumes of one run.
 
     Parameters
@@ -402,6 +455,10 @@ def simulate_run(brain: Brain, amplitudes: np.ndarray, onsets, duration: float, 
     rng : numpy.random.Generator
     noise_rho : float
         AR(1) coefficient of the thermal noise.
+    hrf_params : ndarray, shape (n_brain, 2), optional
+        Per-voxel HRF ``(peak, ratio)`` (:func:`draw_hrf_params`); None: Glover.
+    shared : ndarray, shape (n_vols, n_brain), optional
+        Shared noise (PSC) added to the signal (:func:`shared_noise`).
 
     Returns
     -------
@@ -411,7 +468,17 @@ def simulate_run(brain: Brain, amplitudes: np.ndarray, onsets, duration: float, 
         ``translation / voxel_size`` voxels along x, y, z.
     """
     n_brain = len(brain.voxel_ijk)
-    signal = trial_regressors(onsets, duration, n_vols, tr) @ amplitudes      # (T, n_brain)
+    if hrf_params is None:
+        signal = trial_regressors(onsets, duration, n_vols, tr) @ amplitudes  # (T, n_brain)
+    else:
+        signal = np.zeros((n_vols, n_brain))
+        active = np.flatnonzero(np.any(amplitudes != 0, axis=0))
+        params, groups = np.unique(hrf_params[active], axis=0, return_inverse=True)
+        for g, (peak, ratio) in enumerate(params):  # one design per distinct HRF
+            cols = active[groups.ravel() == g]
+            signal[:, cols] = trial_regressors(onsets, duration, n_vols, tr, hrf=(peak, ratio)) @ amplitudes[:, cols]
+    if shared is not None:
+        signal = signal + shared
     signal += drift_timeseries(n_vols, n_brain, drift_psc, rng)
     ii, jj, kk = brain.voxel_ijk.T
     clean = brain.baseline[ii, jj, kk] * (1 + signal / 100)                   # (T, n_brain)

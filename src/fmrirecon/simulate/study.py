@@ -32,6 +32,12 @@ Ground truth (HDF5 at ``truth_path``)
     Columns ``task`` (str), ``run`` (int), ``onset``, ``duration`` (float, s),
     ``stim_file`` (str, relative to ``stimuli/``): one entry per ``trial_response``
     row, ordered by task (train, test, imagery), run, onset.
+``hrf_peak``, ``hrf_ratio`` float32 (n_brain,), only with ``hrf_peak_range``
+    Each voxel's HRF (:func:`~fmrirecon.simulate.encoding.double_gamma_hrf`); its
+    trial regressors are scaled to a peak of 1, so ``trial_response`` keeps its
+    meaning.
+``shared_loadings`` float32 (n_components, n_brain), only with ``shared_noise_components``
+    Spatial maps of the shared low-rank noise (its time courses are new each run).
 ``runs/<task>_run-<nn>/translation`` float32 (n_vols, 3)
     Head translation (mm, x y z) of each volume; the image content moved by
     ``translation / voxel_size`` voxels (attributes ``task``, ``run``, ``n_vols``).
@@ -82,6 +88,12 @@ DEFAULTS: dict = {
     "noise_psc": 1.0,
     "drift_psc": 2.0,
     "motion_mm": 0.3,
+    # Off by default (the default study is unchanged): per-voxel HRF peaks drawn
+    # uniformly in [low, high] s, and shared low-rank noise of this many components
+    # with this SD (percent signal change) per component.
+    "hrf_peak_range": None,
+    "shared_noise_components": 0,
+    "shared_noise_psc": 1.0,
 }
 
 #: Rest before the first trial and (at least) after the last one, in seconds.
@@ -111,6 +123,15 @@ def _config(cfg: dict | None) -> dict:
                 "noise_psc", "drift_psc", "motion_mm"):
         c[key] = float(c[key])
     c["volume_shape"] = [int(s) for s in c["volume_shape"]]
+    c["shared_noise_components"] = int(c["shared_noise_components"])
+    c["shared_noise_psc"] = float(c["shared_noise_psc"])
+    if c["hrf_peak_range"] is not None:
+        peaks = [float(v) for v in c["hrf_peak_range"]]
+        if len(peaks) != 2 or not 2.0 <= peaks[0] <= peaks[1] <= 12.0:
+            raise ValueError(f"hrf_peak_range must be [low, high] within 2-12 s, got {c['hrf_peak_range']}")
+        c["hrf_peak_range"] = peaks
+    if c["shared_noise_components"] < 0 or c["shared_noise_psc"] < 0:
+        raise ValueError("shared_noise_components and shared_noise_psc must be >= 0")
     checks = [
         (c["subjects"] >= 1, "subjects must be >= 1"),
         (c["channels"] in (1, 3), "channels must be 1 or 3"),
@@ -379,6 +400,11 @@ def simulate_subject(cfg: dict | None, bids_dir: str | Path, subject: str,
     model.calibrate(images, c["signal_psc"], model_rng)
     stim_response = model.predict(images)                                  # (n_stim, n_visual)
     t1w = encoding.make_t1w(brain, model_rng)
+    # Drawn last and only when asked, so the default study stays bit-identical.
+    hrf_params = (encoding.draw_hrf_params(len(brain.voxel_ijk), c["hrf_peak_range"], model_rng)
+                  if c["hrf_peak_range"] is not None else None)
+    loadings = (encoding.shared_loadings(brain, c["shared_noise_components"], model_rng)
+                if c["shared_noise_components"] > 0 else None)
 
     trials = _design(c, stim_names, design_rng)
     n_brain = len(brain.voxel_ijk)
@@ -404,9 +430,12 @@ def simulate_subject(cfg: dict | None, bids_dir: str | Path, subject: str,
         keep = ((trials["task"] == task) & (trials["run"] == number)).to_numpy()
         table = trials[keep]
         n_vols = _n_vols(c, len(table))
+        shared = (encoding.shared_noise(n_vols, loadings, c["shared_noise_psc"], noise_rng)
+                  if loadings is not None else None)
         data, translation = encoding.simulate_run(
             brain, response[keep], table["onset"].to_numpy(), c["trial_duration"], c["tr"],
             n_vols, c["noise_psc"], c["drift_psc"], c["motion_mm"], noise_rng,
+            hrf_params=hrf_params, shared=shared,
         )
         prefix = func / bids_run_name(subject, task, number)
         nib.save(encoding.bold_image(data, brain.affine, c["tr"]), f"{prefix}_bold.nii.gz")
@@ -443,6 +472,11 @@ def simulate_subject(cfg: dict | None, bids_dir: str | Path, subject: str,
         g["weights"].attrs["features"] = list(encoding.FEATURES)
         g.create_dataset("stim_file", data=np.asarray(plan["stimuli"], dtype=object), dtype=text)
         g.create_dataset("stim_response", data=stim_response, compression="lzf")
+        if hrf_params is not None:
+            f.create_dataset("hrf_peak", data=hrf_params[:, 0].astype(np.float32))
+            f.create_dataset("hrf_ratio", data=hrf_params[:, 1].astype(np.float32))
+        if loadings is not None:
+            f.create_dataset("shared_loadings", data=loadings)
         f.attrs.update({
             "seed": subject_seed, "study_seed": c["seed"], "subject": subject, "tr": c["tr"],
             "affine": brain.affine, "shape": np.asarray(brain.shape),
