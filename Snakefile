@@ -13,6 +13,7 @@ include: "workflow/rules/reconstruct.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/features.smk"
+include: "workflow/rules/generator.smk"
 
 
 report: "workflow/report/workflow.rst"

@@ -631,3 +631,28 @@ def train_feature_network(folder: str | Path, settings: dict, seed: int, out: st
         device=select_device(settings.get("device", "auto")), source=Path(folder).name,
     )
     return meta
+
+
+def network_training(methods: dict, network: str) -> dict:
+    """The ``train_network`` settings of the first config method that trains ``network``.
+
+    Parameters
+    ----------
+    methods : dict
+        The config's ``methods`` section.
+    network : str
+        Network name (``smallconv``).
+    """
+    for name, settings in methods.items():
+        settings = settings or {}
+        if (settings.get("method", name) == "dir" and settings.get("train_network")
+                and settings.get("network", "smallconv") == network):
+            return settings["train_network"]
+    raise ValueError(f"config['methods']: no dir method trains network {network!r}")
+
+
+def trained_network_file(settings: dict, features_dir) -> dict:
+    """``{"weights": path}`` of the checkpoint a dir method trains locally, or ``{}``."""
+    if not settings.get("train_network"):
+        return {}
+    return {"weights": Path(features_dir) / f"{settings.get('network', 'smallconv')}_weights.pt"}

@@ -163,7 +163,7 @@ def method_settings(method):
 
 
 # Files a method implementation needs beyond the betas (a trained generator, feature
-# network weights), registered by the rule file that makes them:
+# network weights), registered by the .smk file that makes them:
 # METHOD_FILES[implementation] is a list of functions settings -> {parameter: path}.
 # The files become inputs of decode and reconstruct and reach the method as the
 # parameters of the same name, so a method's extra stage touches no other method.

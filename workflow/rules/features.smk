@@ -7,38 +7,24 @@
 # `weights`. Otherwise `weights` is a checkpoint path, a torchvision weights name, or
 # null (seeded random initialisation); the report says which.
 
+from fmrirecon.features import network_training, trained_network_file
+
 FEATURES = OUT / "features"
 # The dir entries of the config (an entry may be an alias: method: dir).
 DIR_METHODS = [m for m in METHODS if method_settings(m).get("method", m) == "dir"]
 
 
-def _trained_network(settings):
-    """The checkpoint a dir entry trains, as {parameter: path}, or {}."""
-    if not settings.get("train_network"):
-        return {}
-    return {"weights": FEATURES / f"{settings.get('network', 'smallconv')}_weights.pt"}
-
-
-METHOD_FILES.setdefault("dir", []).append(_trained_network)
-
-
-def _network_training(wildcards):
-    """train_network of the first dir entry training this network."""
-    for m in DIR_METHODS:
-        settings = method_settings(m)
-        if settings.get("train_network") and settings.get("network", "smallconv") == wildcards.network:
-            return settings["train_network"]
-    raise ValueError(f"config['methods']: no dir method trains network {wildcards.network!r}")
+METHOD_FILES.setdefault("dir", []).append(lambda settings: trained_network_file(settings, FEATURES))
 
 
 rule train_feature_network:
     input:
-        folder=lambda wc: _network_training(wc)["folder"],
+        folder=lambda wc: network_training(config["methods"], wc.network)["folder"],
     output:
         weights=FEATURES / "{network}_weights.pt",
         provenance=FEATURES / "{network}_weights.pt.json",
     params:
-        settings=_network_training,
+        settings=lambda wc: network_training(config["methods"], wc.network),
         seed=config["seed"],
     threads: 2
     resources:

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import importlib
 
-from .base import ReconstructionMethod
+from .base import EvaluationData, ReconstructionMethod
 
 # name -> "module:Class", imported lazily so a method's heavy dependencies (torch)
 # load only when it is used.
 METHODS = {
     "pca": "fmrirecon.methods.pca:PCAReconstruction",
+    "latent": "fmrirecon.methods.latent:LatentReconstruction",
+    "selfsup": "fmrirecon.methods.selfsup:SelfSupervisedReconstruction",
+    "dir": "fmrirecon.methods.dir:DeepImageReconstruction",
+    "ridge": "fmrirecon.methods.ridge:PixelRidgeReconstruction",
 }
 
 
@@ -29,4 +33,4 @@ def get_method(name: str) -> type[ReconstructionMethod]:
     return getattr(importlib.import_module(module_name), class_name)
 
 
-__all__ = ["METHODS", "ReconstructionMethod", "get_method"]
+__all__ = ["METHODS", "EvaluationData", "ReconstructionMethod", "get_method"]

@@ -1,0 +1,155 @@
+"""Latent-space reconstruction (VanRullen & Reddy 2019): decode a VAE-GAN latent, draw it.
+
+The targets are the encoder means of the training images in the latent space of a
+VAE-GAN (:mod:`fmrirecon.generative`); a ridge map per latent dimension
+(:class:`~fmrirecon.decoding.RidgeDecoder`) predicts them from voxels; the generator
+draws the reconstruction from the decoded latent.
+"""
+
+from __future__ import annotations
+
+import io
+import numpy as np
+
+from ..decoding import DEFAULT_ALPHAS, RidgeDecoder
+from .base import ReconstructionMethod
+
+
+class LatentReconstruction(ReconstructionMethod):
+    """Ridge from voxels to VAE-GAN latents; the generator draws the image.
+
+    Parameters
+    ----------
+    generator : path
+        Generator file written by :func:`fmrirecon.generative.train_vaegan` (the
+        workflow passes the trained file, or ``weights`` when set).
+    weights : path, optional
+        Externally trained weights; used when ``generator`` is not given.
+    alphas : list of float, optional
+        Ridge penalties searched per latent dimension.
+    n_folds : int
+        Cross-validation folds for the penalty.
+    device : str
+        Torch device for encoding and drawing (``"auto"``: a GPU when visible).
+    batch_size : int
+        Images per forward pass.
+    seed : int
+    **params
+        The other keys of ``methods.latent`` (generator training settings) are kept in
+        :attr:`params` and otherwise ignored here.
+
+    Notes
+    -----
+    The fitted method pickles the generator's decoder weights, so a saved model
+    reconstructs without the generator file.
+    """
+
+    name = "latent"
+
+    def __init__(self, *, generator=None, weights=None, alphas=None, n_folds: int = 5,
+                 device: str = "auto", batch_size: int = 64, seed: int = 0, **params):
+        super().__init__(seed=seed, **params)
+        self.generator = generator if generator is not None else weights
+        self.alphas = DEFAULT_ALPHAS if alphas is None else np.asarray(alphas, dtype=np.float64)
+        self.n_folds = n_folds
+        self.device = device
+        self.batch_size = batch_size
+
+    # -- the networks -----------------------------------------------------------------
+    def _device(self):
+        from ..devices import select_device
+
+        return select_device(self.device)
+
+    def _decoder(self):
+        """The generator, built once from the pickled weights (or the file before fit)."""
+        if getattr(self, "_decoder_net", None) is None:
+            import torch
+
+            from ..generative.vaegan import build_networks
+
+            cfg = self.generator_config_
+            _, decoder, _ = build_networks(cfg["image_size"], cfg["channels"], cfg["latent_dim"],
+                                           cfg.get("base_channels", 32))
+            state = torch.load(io.BytesIO(self.decoder_state_), map_location="cpu", weights_only=True)
+            decoder.load_state_dict(state)
+            self._decoder_net = decoder.to(self._device()).eval()
+        return self._decoder_net
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state.pop("_decoder_net", None)  # rebuilt from decoder_state_ on first use
+        return state
+
+    # -- ReconstructionMethod ---------------------------------------------------------
+    def fit(self, betas, images, groups=None):
+        """Encode the training images to latents and fit the ridge map from ``betas``.
+
+        Raises
+        ------
+        ValueError
+            When no generator is configured, or the images' size or channels differ
+            from the generator's.
+        """
+        import torch
+
+        from ..generative.vaegan import _read, encode, load_encoder
+
+        if self.generator is None:
+            raise ValueError("methods.latent: no generator file (set 'generator' or 'weights')")
+        data = _read(self.generator)
+        cfg = dict(data["config"])
+        shape = (cfg["image_size"], cfg["image_size"], cfg["channels"])
+        if tuple(images.shape[1:]) != shape:
+            raise ValueError(
+                f"{self.generator}: generator draws {shape} images but the stimuli are "
+                f"{tuple(images.shape[1:])}; set images.size/channels to match or retrain it")
+        self.generator_config_ = cfg
+        buffer = io.BytesIO()
+        torch.save(data["decoder"], buffer)
+        self.decoder_state_ = buffer.getvalue()
+        self._decoder_net = None
+
+        encoder = load_encoder(self.generator, self._device())
+        self.train_latents_ = encode(encoder, images, self.batch_size)
+        self.decoder_ = RidgeDecoder(self.alphas, self.n_folds, seed=self.seed)
+        self.decoder_.fit(betas, self.train_latents_, groups=groups)
+        return self
+
+    def extra_metrics(self, data):
+        """Attribute decoding: for each binary column of the stimulus table (e.g.
+        ``male``), a classifier trained on the true latents of the training images is
+        applied to the decoded latents (VanRullen & Reddy 2019)."""
+        from ..attributes import attribute_accuracy, binary_columns
+
+        if data.stimuli is None:
+            return {}
+        table = data.stimuli.set_index(data.stimuli["stim_file"].astype(str))
+        decoded = self.decode(data.test_betas)
+        out = {}
+        for column in binary_columns(data.stimuli):
+            train = table[column].reindex(data.train_stim_files).to_numpy(dtype=float)
+            test = table[column].reindex(data.test_stim_files).to_numpy(dtype=float)
+            keep_train, keep_test = ~np.isnan(train), ~np.isnan(test)
+            if len(np.unique(train[keep_train])) < 2 or not keep_test.any():
+                continue
+            result = attribute_accuracy(self.train_latents_[keep_train], train[keep_train],
+                                        decoded[keep_test], test[keep_test],
+                                        n_boot=data.n_boot, seed=data.seed)
+            out[f"attribute_{column}"] = {"mean": result["accuracy"], "ci_low": result["ci_low"],
+                                          "ci_high": result["ci_high"], "chance": result["chance"]}
+        return out
+
+    def decode(self, betas):
+        """Decoded latents, shape (n, latent_dim)."""
+        return self.decoder_.predict(betas).astype(np.float32)
+
+    def reconstruct(self, betas):
+        """Images (n, H, W, C) in [0, 1] drawn by the generator from the decoded latents."""
+        return self.draw(self.decode(betas))
+
+    def draw(self, latents: np.ndarray) -> np.ndarray:
+        """Images (n, H, W, C) in [0, 1] drawn by the generator from ``latents``."""
+        from ..generative.vaegan import decode
+
+        return np.clip(decode(self._decoder(), latents, self.batch_size), 0, 1)

@@ -1,0 +1,42 @@
+# The generative model of the latent method: a VAE-GAN trained on the training stimuli
+# plus unpaired images (methods.latent.train_folder), or external weights (methods.latent.weights).
+_LATENT = dict(config["methods"].get("latent") or {})
+_TRAIN_FOLDERS = _LATENT.get("train_folder") or []
+if isinstance(_TRAIN_FOLDERS, str):
+    _TRAIN_FOLDERS = [_TRAIN_FOLDERS]
+
+# The generator file the latent method uses: external weights skip training.
+GENERATOR = (
+    Path(_LATENT["weights"])
+    if _LATENT.get("weights")
+    else OUT / "generator" / "generator.pt"
+)
+
+
+rule train_generator:
+    input:
+        stimuli=STIMULI,
+        folders=_TRAIN_FOLDERS,
+    output:
+        model=OUT / "generator" / "generator.pt",
+        curves=OUT / "generator" / "generator_curves.tsv",
+    params:
+        settings=_LATENT,
+        images=config["images"],
+        seed=config["seed"],
+    threads: 2
+    resources:
+        gpu=1,
+    log:
+        LOGS / "train_generator.log",
+    conda:
+        "../../envs/fmrirecon.yaml"
+    script:
+        "../scripts/train_generator.py"
+
+
+# The latent method draws with this generator; a dir method uses it as its image prior.
+METHOD_FILES.setdefault("latent", []).append(lambda settings: {"generator": GENERATOR})
+METHOD_FILES.setdefault("dir", []).append(
+    lambda settings: {"generator": GENERATOR} if settings.get("prior") == "generator" else {}
+)
