@@ -9,6 +9,17 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Torch on one thread: small tensors on a shared 2-core machine only lose from more."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 def shared_data(relative: str) -> Path:
     """A path under ../shared/data, skipping the test with the reason when absent."""
     path = SHARED_DATA / relative

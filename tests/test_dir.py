@@ -13,17 +13,11 @@ from fmrirecon.methods.dir import (DeepImageReconstruction, VoxelSelectionRidge,
                                    invert_features)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Small tensors on a shared CPU: more threads only add contention.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def extractor(one_thread):
+def extractor(one_torch_thread):
     return FeatureExtractor("smallconv", input_size=16)
 
 

@@ -15,13 +15,7 @@ SIZE = 16
 TINY = dict(width=4, batch_size=16, progress=False, perceptual_weight=0.0)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Small networks: a second thread only adds contention on a shared 2-core machine.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

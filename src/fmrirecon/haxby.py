@@ -24,6 +24,7 @@ import pandas as pd
 from PIL import Image, ImageDraw
 
 from .preprocess import derivative_paths, write_dataset_description
+from .preprocess.light import motion_confounds
 
 logger = logging.getLogger(__name__)
 
@@ -183,22 +184,6 @@ def _motion(src_dir: Path, data: np.ndarray, affine: np.ndarray, n_volumes: int)
     return out
 
 
-def _confounds(params: np.ndarray) -> pd.DataFrame:
-    """fMRIPrep-named motion confounds with the 24-parameter expansion and FD."""
-    table = pd.DataFrame(params, columns=["trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z"])
-    columns = {}
-    for name in list(table.columns):
-        derivative = table[name].diff()
-        columns[name] = table[name]
-        columns[f"{name}_derivative1"] = derivative
-        columns[f"{name}_power2"] = table[name] ** 2
-        columns[f"{name}_derivative1_power2"] = derivative**2
-    out = pd.DataFrame(columns)
-    steps = np.abs(np.diff(params[:, :3], axis=0)).sum(1) + 50.0 * np.abs(np.diff(params[:, 3:], axis=0)).sum(1)
-    out["framewise_displacement"] = np.r_[np.nan, steps]
-    return out
-
-
 def haxby_to_derivatives(src_dir, deriv_dir, space: str | None = None, motion: bool = True) -> Path:
     """Write the Haxby runs as fMRIPrep-named derivatives (``preprocess: precomputed``).
 
@@ -244,6 +229,6 @@ def haxby_to_derivatives(src_dir, deriv_dir, space: str | None = None, motion: b
             paths["mask"])
         if params is None:
             continue
-        _confounds(params[index]).to_csv(paths["confounds"], sep="\t", index=False,
-                                         na_rep="n/a", float_format="%.6g")
+        motion_confounds(params[index]).to_csv(paths["confounds"], sep="\t", index=False,
+                                               na_rep="n/a", float_format="%.6g")
     return deriv_dir

@@ -57,12 +57,13 @@ def _estimate_shift(reference: np.ndarray, volume: np.ndarray) -> np.ndarray:
 
 
 def motion_confounds(translations_mm: np.ndarray) -> pd.DataFrame:
-    """fMRIPrep-style motion confounds from per-volume translations.
+    """fMRIPrep-style motion confounds from per-volume translations (and rotations).
 
     Parameters
     ----------
-    translations_mm : ndarray, shape (n_volumes, 3)
-        Head displacement along x, y, z in mm.
+    translations_mm : ndarray, shape (n_volumes, 3) or (n_volumes, 6)
+        Head displacement along x, y, z in mm; with 6 columns, followed by the
+        rotations about x, y, z in radians (motion parameters from elsewhere).
 
     Returns
     -------
@@ -72,8 +73,9 @@ def motion_confounds(translations_mm: np.ndarray) -> pd.DataFrame:
         ``framewise_displacement`` (Power et al. 2012). First-row derivatives and
         displacement are missing (NaN), as in fMRIPrep.
     """
+    translations_mm = np.asarray(translations_mm, dtype=np.float64)
     params = np.zeros((len(translations_mm), 6))
-    params[:, :3] = translations_mm
+    params[:, :translations_mm.shape[1]] = translations_mm
     table = pd.DataFrame(params, columns=MOTION_COLUMNS)
     # Power et al. 2012: rotations count as arc length on a 50 mm sphere.
     scaled = params.copy()
