@@ -42,6 +42,7 @@ elif PREP_METHOD == "fmriprep":
             out_dir=PREP,
             work_dir=RESULTS / "work" / "fmriprep",
             settings=config["preprocess"]["fmriprep"],
+            space=config["preprocess"]["space"],
         threads: config["preprocess"]["fmriprep"]["nthreads"]
         resources:
             mem_mb=config["preprocess"]["fmriprep"]["mem_mb"],

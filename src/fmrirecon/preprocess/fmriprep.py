@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["FMRIPREP_VERSION", "fmriprep_docker_command", "fmriprep_apptainer_command"]
+__all__ = ["FMRIPREP_VERSION", "fmriprep_command", "fmriprep_docker_command", "fmriprep_apptainer_command"]
 
 FMRIPREP_VERSION = "24.1.1"
 
@@ -195,3 +195,70 @@ def fmriprep_apptainer_command(
     if spaces:
         cmd += ["--output-spaces", *spaces]
     return cmd + [str(a) for a in extra_args]
+
+
+def fmriprep_command(
+    settings: dict,
+    bids_dir: str | Path,
+    out_dir: str | Path,
+    work_dir: str | Path,
+    subject: str,
+    space: str | None = None,
+    nthreads: int | None = None,
+    mem_mb: int | None = None,
+) -> list[str]:
+    """The command line of the workflow's ``fmriprep`` rule, from ``preprocess.fmriprep``.
+
+    Parameters
+    ----------
+    settings : dict
+        The config section ``preprocess.fmriprep``: ``engine`` (``docker`` runs the
+        ``fmriprep-docker`` wrapper, ``apptainer`` runs a ``.sif`` image), ``image``
+        (Docker image, or the ``.sif`` file for Apptainer), ``fs_license``,
+        ``templateflow_home`` (Apptainer; default ``$TEMPLATEFLOW_HOME``),
+        ``output_spaces``, ``nthreads``, ``mem_mb``, ``extra_args``.
+    bids_dir, out_dir, work_dir, subject
+        As in :func:`fmriprep_docker_command`.
+    space : str or None
+        ``preprocess.space``, the space the GLM reads; the output spaces when
+        ``output_spaces`` is empty (None: the native BOLD grid, ``func``).
+    nthreads, mem_mb : int, optional
+        What the job was given (on a cluster, what SLURM granted); default the settings'.
+
+    Returns
+    -------
+    list of str
+    """
+    import os
+
+    engine = settings.get("engine", "docker")
+    if not settings.get("fs_license"):
+        raise ValueError("config['preprocess']['fmriprep']['fs_license']: required (the FreeSurfer license file)")
+    common = dict(
+        bids_dir=bids_dir, out_dir=out_dir, work_dir=work_dir, subject=subject,
+        fs_license=settings["fs_license"],
+        # fMRIPrep writes the space the GLM is going to read
+        output_spaces=list(settings.get("output_spaces") or [space or "func"]),
+        nthreads=int(nthreads or settings.get("nthreads", 4)),
+        mem_mb=int(mem_mb or settings.get("mem_mb", 16000)),
+        extra_args=list(settings.get("extra_args") or []),
+    )
+    image = str(settings.get("image") or f"nipreps/fmriprep:{FMRIPREP_VERSION}")
+    if engine == "docker":
+        return fmriprep_docker_command(**common, image=image)
+    if engine == "apptainer":
+        if not image.endswith((".sif", ".simg")):
+            raise ValueError(
+                f"config['preprocess']['fmriprep']['image']: {image!r} is not an Apptainer image; "
+                f"build one (apptainer build fmriprep.sif docker://{image.removeprefix('docker://')}) "
+                "and give its path"
+            )
+        templateflow = settings.get("templateflow_home") or os.environ.get("TEMPLATEFLOW_HOME")
+        if not templateflow:
+            raise ValueError(
+                "config['preprocess']['fmriprep']['templateflow_home']: required with apptainer "
+                "(or set TEMPLATEFLOW_HOME); compute nodes are often offline, so fetch the templates "
+                "there beforehand"
+            )
+        return fmriprep_apptainer_command(image, templateflow_home=templateflow, **common)
+    raise ValueError(f"config['preprocess']['fmriprep']['engine']: {engine!r} is not docker or apptainer")

@@ -1,0 +1,108 @@
+"""The fmriprep rule and workflow/scripts/fmriprep.py, with stand-ins for the engines.
+
+Neither Docker nor Apptainer runs here: fake ``fmriprep-docker`` / ``apptainer``
+executables on PATH record their command line and write the subject's output folder,
+so the rule, the script and the command builders are exercised together.
+"""
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from conftest import REPO
+from fmrirecon.preprocess.fmriprep import fmriprep_command
+from test_workflow import TINY
+
+FAKE = """#!/bin/sh
+# stand-in for {name}: record the arguments, write what fMRIPrep would
+python3 -c 'import json, sys; json.dump(sys.argv[1:], open("{record}", "w"))' "$@"
+mkdir -p "{out}/sub-01/func"
+"""
+
+
+@pytest.fixture
+def license_file(tmp_path):
+    path = tmp_path / "license.txt"
+    path.write_text("not a real license\n")
+    return path
+
+
+@pytest.fixture
+def bids(tmp_path):
+    bids = tmp_path / "bids"
+    (bids / "sub-01").mkdir(parents=True)
+    (bids / "dataset_description.json").write_text('{"Name": "x", "BIDSVersion": "1.9.0"}')
+    return bids
+
+
+def test_command_follows_the_config_section(bids, license_file, tmp_path):
+    settings = {"engine": "docker", "image": "nipreps/fmriprep:25.1.4", "fs_license": str(license_file),
+                "output_spaces": [], "nthreads": 8, "mem_mb": 32000, "extra_args": ["--fs-no-reconall"]}
+    cmd = fmriprep_command(settings, bids, tmp_path / "out", tmp_path / "work", "01", nthreads=4, mem_mb=20000)
+    assert cmd[0] == "fmriprep-docker"
+    text = shlex.join(cmd)
+    # what the job was given wins over the config; spaces follow preprocess.space
+    assert "--nthreads 4 --mem_mb 20000" in text
+    assert "-i nipreps/fmriprep:25.1.4" in text
+    assert cmd[-3:] == ["--output-spaces", "func", "--fs-no-reconall"]
+    cmd = fmriprep_command(settings, bids, tmp_path / "out", tmp_path / "work", "01", space="T1w")
+    assert "--output-spaces T1w" in shlex.join(cmd) and "--nthreads 8 --mem_mb 32000" in shlex.join(cmd)
+
+
+def test_apptainer_needs_an_image_file_and_templateflow(bids, license_file, tmp_path, monkeypatch):
+    monkeypatch.delenv("TEMPLATEFLOW_HOME", raising=False)
+    image = tmp_path / "fmriprep.sif"
+    image.write_bytes(b"")
+    settings = {"engine": "apptainer", "image": str(image), "fs_license": str(license_file)}
+    with pytest.raises(ValueError, match="templateflow_home"):
+        fmriprep_command(settings, bids, tmp_path / "out", tmp_path / "work", "01")
+    (tmp_path / "tf").mkdir()
+    monkeypatch.setenv("TEMPLATEFLOW_HOME", str(tmp_path / "tf"))
+    cmd = fmriprep_command(settings, bids, tmp_path / "out", tmp_path / "work", "01")
+    assert cmd[2:5] == ["apptainer", "run", "--cleanenv"] and str(image) in cmd
+    assert f"{tmp_path / 'tf'}:/home/fmriprep/.cache/templateflow" in cmd
+    with pytest.raises(ValueError, match="apptainer build fmriprep.sif docker://nipreps/fmriprep"):
+        fmriprep_command({**settings, "image": "nipreps/fmriprep:25.1.4"}, bids, tmp_path / "o", tmp_path / "w", "01")
+    with pytest.raises(ValueError, match="fs_license"):
+        fmriprep_command({**settings, "fs_license": None}, bids, tmp_path / "o", tmp_path / "w", "01")
+    with pytest.raises(ValueError, match="engine"):
+        fmriprep_command({**settings, "engine": "podman"}, bids, tmp_path / "o", tmp_path / "w", "01")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("engine", ["docker", "apptainer"])
+def test_rule_runs_the_engine_on_one_subject(engine, tmp_path, license_file):
+    out = tmp_path / "results" / "derivatives" / "fmriprep"
+    record = tmp_path / "argv.json"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    name = "fmriprep-docker" if engine == "docker" else "apptainer"
+    (bin_dir / name).write_text(FAKE.format(name=name, record=record, out=out))
+    (bin_dir / name).chmod(0o755)
+    (tmp_path / "templateflow").mkdir()
+    image = tmp_path / "fmriprep-25.1.4.sif"
+    image.write_bytes(b"")
+    settings = {"engine": engine, "fs_license": str(license_file), "nthreads": 8, "mem_mb": 4000,
+                "image": str(image) if engine == "apptainer" else "nipreps/fmriprep:25.1.4",
+                "templateflow_home": str(tmp_path / "templateflow")}
+    config = {**TINY, "simulate": {**TINY["simulate"], "subjects": 1},
+              "preprocess": {"method": "fmriprep", "fmriprep": settings}}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    done = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory",
+                           str(tmp_path), "--configfile", str(tmp_path / "config.yaml"), "--cores", "2",
+                           "results/derivatives/fmriprep/sub-01"], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    argv = json.loads(record.read_text())
+    bids = tmp_path / "results" / "simulated" / "bids"
+    # threads: the 2 cores snakemake gave the job, not the configured 8
+    expected = fmriprep_command(settings, bids, out, tmp_path / "results" / "work" / "fmriprep", "01",
+                                nthreads=2, mem_mb=4000)
+    assert argv == expected[1:] if engine == "docker" else argv == expected[3:]
+    log = (tmp_path / "results" / "logs" / "fmriprep" / "sub-01.log").read_text()
+    assert "running: " in log and "--participant-label 01" in log
