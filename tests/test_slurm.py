@@ -240,15 +240,16 @@ def _local_jobs(log):
     return Counter(re.findall(r"^(?:local)?rule (\w+):$", log, flags=re.M))
 
 
-def test_every_job_rule_ran_as_a_slurm_job(local_run, slurm_run):
+def test_every_job_rule_ran_as_a_slurm_job(local_run, slurm_run, capsys):
     _, local_log = local_run
     _, log, _, _ = slurm_run
     expected = _local_jobs(local_log)
     remote = {r: n for r, n in expected.items() if r not in LOCALRULES}
     subs = _submissions(log)
-    print("\nsbatch submissions (snakemake job, SLURM job, rule, wildcards):")
-    for s in subs:
-        print("  ", *s)
+    with capsys.disabled():  # the evidence belongs in the CI log
+        print("\nsbatch submissions (snakemake job, SLURM job, rule, wildcards):")
+        for s in subs:
+            print("  ", *s)
     # each job of the local run, once per wildcard set (retries resubmit the same ones)
     submitted = Counter(rule for rule, _ in {(r, wc) for _, _, r, wc in subs})
     assert submitted == remote
@@ -263,7 +264,7 @@ def test_every_job_rule_ran_as_a_slurm_job(local_run, slurm_run):
     assert all(re.search(r"--mode '?remote", c) for c in calls)
 
 
-def test_gpu_rules_asked_slurm_for_a_gpu(slurm, slurm_run):
+def test_gpu_rules_asked_slurm_for_a_gpu(slurm, slurm_run, capsys):
     _, log, profile, _ = slurm_run
     calls = _sbatch_calls(log)
     gpu_rules = {r for r, s in profile["set-resources"].items() if s.get("slurm_partition") == GPU_PARTITION}
@@ -275,12 +276,14 @@ def test_gpu_rules_asked_slurm_for_a_gpu(slurm, slurm_run):
             else:
                 assert "--gpus" not in call and f"-p {CPU_PARTITION}" in call, call
             assert "--gres" not in call and "--ntasks-per-gpu" not in call, call
-    print("\nreconstruct sbatch call:", calls["reconstruct"][0][:400], "...")
+    with capsys.disabled():
+        print("\nreconstruct sbatch call:", calls["reconstruct"][0][:400], "...")
     # and SLURM itself recorded the request (finished jobs stay visible for MinJobAge)
     gpu_job = next(s for _, s, r, _ in _submissions(log) if r == "reconstruct")
     shown = subprocess.run(["scontrol", "show", "job", str(gpu_job)], env=slurm, capture_output=True,
                            text=True, timeout=30).stdout
-    print(f"scontrol show job {gpu_job}:", " ".join(shown.split()))
+    with capsys.disabled():
+        print(f"scontrol show job {gpu_job}:", " ".join(shown.split()))
     assert re.search(r"TresPerJob=\S*gpu[:=]1", shown), shown
     assert f"Partition={GPU_PARTITION}" in shown and "JobState=COMPLETED" in shown, shown
 
@@ -292,16 +295,18 @@ def test_slurm_run_gives_the_local_numbers(local_run, slurm_run):
     assert (onslurm / metrics).read_text() == (local / metrics).read_text()
 
 
-def test_a_job_killed_mid_run_is_retried(slurm, slurm_run):
+def test_a_job_killed_mid_run_is_retried(slurm, slurm_run, capsys):
     workdir, log, _, killer = slurm_run
     assert killer.killed, (f"no {KILLED_RULE} job could be cancelled while running "
                            f"(tried: {killer.tried})\n{_tail(workdir / 'snakemake.log')}")
     jobid, comment = killer.killed
-    print(f"\ncancelled SLURM job {jobid} ({comment}) mid-run")
+    with capsys.disabled():
+        print(f"\ncancelled SLURM job {jobid} ({comment}) mid-run")
     subs = _submissions(log)
     killed = next(s for s in subs if s[1] == int(jobid))
     again = [s for s in subs if s[0] == killed[0] and s[1] > killed[1]]
     assert again, f"the cancelled job {jobid} was not resubmitted"
     assert re.search(rf"SLURM-job '{jobid}' failed, SLURM status is: 'CANCELLED'", log)
-    print(f"resubmitted as SLURM job(s) {[s[1] for s in again]}")
+    with capsys.disabled():
+        print(f"resubmitted as SLURM job(s) {[s[1] for s in again]}")
     assert "Finished jobid: 0 (Rule: all)" in log or re.search(r"\d+ of \d+ steps \(100%\) done", log)
