@@ -27,7 +27,7 @@ localrules:
 
 rule all:
     input:
-        OUT / "dataset_description.json",
+        rules.derivatives_description.output,
         REPORT / "index.html",
         [] if IMPORTED else expand(FEATURES / "stimuli_desc-{method}_features.h5", method=DIR_METHODS),
     default_target: True

@@ -77,8 +77,9 @@ def test_report_covers_every_subject_method_and_split(study):
     assert set(metrics.subject) == {"01", "02"}
     assert set(metrics.split) == {"test", "imagery"}
     assert set(metrics.metric) >= {"pixcorr", "ssim", "ident2", "nway"}
-    description = study / "results" / "derivatives" / "fmrirecon" / "dataset_description.json"
-    assert '"DatasetType": "derivative"' in description.read_text()
+    for folder in ("fmrirecon", "fmriprep"):  # fmriprep: light preprocessing's layout
+        description = study / "results" / "derivatives" / folder / "dataset_description.json"
+        assert '"DatasetType": "derivative"' in description.read_text()
 
 
 @pytest.mark.parametrize("subject", ["01", "02"])

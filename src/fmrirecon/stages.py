@@ -173,16 +173,19 @@ def report(summary_paths, grid_paths, history_paths, config: dict, out_html, out
                  title=config["report"]["title"])
 
 
-def derivatives_description(out_json) -> None:
-    """dataset_description.json of the fmrirecon derivatives folder."""
-    from . import __version__
+def derivatives_description(out_json, kind: str = "fmrirecon") -> None:
+    """dataset_description.json of a derivatives folder the workflow writes.
 
-    Path(out_json).write_text(json.dumps({
-        "Name": "fmrirecon outputs",
-        "BIDSVersion": "1.10.0",
-        "DatasetType": "derivative",
-        "GeneratedBy": [{"Name": "fmrirecon", "Version": __version__}],
-    }, indent=2) + "\n")
+    ``kind`` is ``fmrirecon`` (betas, reconstructions, evaluation) or ``light`` (the
+    built-in preprocessing, in fMRIPrep's layout).
+    """
+    from . import __version__
+    from .preprocess import write_dataset_description
+
+    names = {"fmrirecon": "fmrirecon outputs",
+             "light": "fmrirecon light preprocessing (fMRIPrep file names)"}
+    write_dataset_description(Path(out_json).parent, names[kind],
+                              {"Name": "fmrirecon", "Version": __version__})
 
 
 #: Extra per-voxel outputs of ``glm.method: denoised``: key -> file name suffix after

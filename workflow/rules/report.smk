@@ -27,7 +27,8 @@ rule report:
 
 rule derivatives_description:
     output:
-        OUT / "dataset_description.json",
+        fmrirecon=OUT / "dataset_description.json",
+        **({"light": PREP / "dataset_description.json"} if PREP_METHOD == "light" and not IMPORTED else {}),
     log:
         LOGS / "derivatives_description.log",
     conda:

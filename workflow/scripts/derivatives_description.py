@@ -6,4 +6,5 @@ log_to(snakemake.log[0])
 
 from fmrirecon.stages import derivatives_description
 
-derivatives_description(snakemake.output[0])
+for kind, path in snakemake.output.items():
+    derivatives_description(path, kind)
