@@ -643,9 +643,11 @@ def network_training(methods: dict, network: str) -> dict:
     network : str
         Network name (``smallconv``).
     """
+    from .methods import implementation
+
     for name, settings in methods.items():
         settings = settings or {}
-        if (settings.get("method", name) == "dir" and settings.get("train_network")
+        if (implementation(name, settings) == "dir" and settings.get("train_network")
                 and settings.get("network", "smallconv") == network):
             return settings["train_network"]
     raise ValueError(f"config['methods']: no dir method trains network {network!r}")

@@ -16,7 +16,7 @@ import pandas as pd
 
 from .betas import Betas, read_betas
 from .images import load_images, save_grid
-from .methods import EvaluationData, ReconstructionMethod, get_method
+from .methods import EvaluationData, ReconstructionMethod, get_method, implementation
 
 log = logging.getLogger(__name__)
 
@@ -53,12 +53,8 @@ def select_voxels(betas_path, trials_path, settings: dict, out_mask) -> None:
 
 
 def method_class(name: str, settings: dict) -> type[ReconstructionMethod]:
-    """The implementation behind the config entry ``methods.<name>``.
-
-    An entry may name its implementation with ``method:`` so that one implementation
-    runs under several names with different settings (e.g. an ablation).
-    """
-    return get_method(settings.get("method", name))
+    """The class behind the config entry ``methods.<name>`` (see :func:`implementation`)."""
+    return get_method(implementation(name, settings))
 
 
 def fit_method(betas_path, trials_path, voxels_path, stimuli_dir, method: str,

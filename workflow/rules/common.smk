@@ -10,6 +10,7 @@ from fmrirecon.bids import (MANIFEST_COLUMNS, check_manifest, index_bids, manife
                             read_manifest, write_manifest)
 from fmrirecon.config import check_config
 from fmrirecon.preprocess import derivative_paths
+from fmrirecon.methods import implementation
 from fmrirecon.stages import DENOISED_MAPS, method_class
 
 min_version("9.0")
@@ -174,7 +175,7 @@ def method_files(wildcards):
     """Extra input files of the config method ``wildcards.method``."""
     settings = method_settings(wildcards.method)
     files = {}
-    for make in METHOD_FILES.get(settings.get("method", wildcards.method), []):
+    for make in METHOD_FILES.get(implementation(wildcards.method, settings), []):
         files.update(make(settings))
     return files
 

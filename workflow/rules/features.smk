@@ -11,7 +11,7 @@ from fmrirecon.features import network_training, trained_network_file
 
 FEATURES = OUT / "features"
 # The dir entries of the config (an entry may be an alias: method: dir).
-DIR_METHODS = [m for m in METHODS if method_settings(m).get("method", m) == "dir"]
+DIR_METHODS = [m for m in METHODS if implementation(m, method_settings(m)) == "dir"]
 
 
 METHOD_FILES.setdefault("dir", []).append(lambda settings: trained_network_file(settings, FEATURES))

@@ -22,6 +22,15 @@ METHODS = {
 }
 
 
+def implementation(name: str, settings: dict | None) -> str:
+    """The implementation a config entry ``methods.<name>`` runs.
+
+    An entry may name its implementation with ``method:`` so that one implementation
+    runs under several names with different settings (e.g. an ablation).
+    """
+    return (settings or {}).get("method", name)
+
+
 def get_method(name: str) -> type[ReconstructionMethod]:
     """The class of the reconstruction method called ``name``."""
     try:
@@ -33,4 +42,4 @@ def get_method(name: str) -> type[ReconstructionMethod]:
     return getattr(importlib.import_module(module_name), class_name)
 
 
-__all__ = ["METHODS", "EvaluationData", "ReconstructionMethod", "get_method"]
+__all__ = ["METHODS", "EvaluationData", "ReconstructionMethod", "get_method", "implementation"]
