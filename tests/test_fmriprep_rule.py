@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from conftest import REPO
-from fmrirecon.preprocess.fmriprep import fmriprep_command
+from fmrirecon.preprocess.fmriprep import container_image, fmriprep_command, unbound_paths
 from test_workflow import TINY
 
 FAKE = """#!/bin/sh
@@ -72,6 +72,76 @@ def test_apptainer_needs_an_image_file_and_templateflow(bids, license_file, tmp_
         fmriprep_command({**settings, "fs_license": None}, bids, tmp_path / "o", tmp_path / "w", "01")
     with pytest.raises(ValueError, match="engine"):
         fmriprep_command({**settings, "engine": "podman"}, bids, tmp_path / "o", tmp_path / "w", "01")
+
+
+def test_container_engine_runs_fmriprep_itself_on_host_paths(bids, license_file, tmp_path):
+    settings = {"engine": "container", "fs_license": str(license_file), "templateflow_home": "/tf"}
+    cmd = fmriprep_command(settings, bids, tmp_path / "out", tmp_path / "work", "01", nthreads=3, mem_mb=9000)
+    assert cmd[:3] == ["env", "TEMPLATEFLOW_HOME=/tf", "fmriprep"]
+    assert cmd[3:6] == [str(bids), str(tmp_path / "out"), "participant"]
+    assert f"--fs-license-file {license_file}" in shlex.join(cmd) and "--nthreads 3 --mem_mb 9000" in shlex.join(cmd)
+    assert container_image({}) .startswith("docker://nipreps/fmriprep:")
+    assert container_image({"image": "nipreps/fmriprep:25.1.4"}) == "docker://nipreps/fmriprep:25.1.4"
+    assert container_image({"image": "/images/fmriprep.sif"}) == "/images/fmriprep.sif"
+
+
+def test_unbound_paths_names_what_the_container_cannot_see(tmp_path):
+    cwd, data, lic = tmp_path / "project", tmp_path / "data" / "bids", tmp_path / "fs" / "license.txt"
+    paths = [cwd / "results", data, lic]
+    assert unbound_paths(paths, "", cwd) == [data, lic]
+    assert unbound_paths(paths, f"--bind {tmp_path / 'data'}", cwd) == [lic]
+    assert unbound_paths(paths, f"-B {tmp_path / 'data'},{lic.parent}:{lic.parent}:ro", cwd) == []
+    # a bind that moves the folder does not make the host path visible
+    assert unbound_paths(paths, f"--bind={data}:/data --cleanenv -B {lic}", cwd) == [data]
+
+
+FAKE_APPTAINER = """#!/bin/sh
+# stand-in for apptainer: a version, a pulled image, and exec running the command here
+case "$1" in
+  --version) echo "apptainer version 1.3.4"; exit 0;;
+  pull) touch "$3"; echo "$4" > "{pulled}"; exit 0;;
+esac
+python3 -c 'import json, sys; json.dump(sys.argv[1:], open("{record}", "w"))' "$@"
+for last; do :; done
+exec bash -c "$last"
+"""
+
+
+@pytest.mark.slow
+def test_container_rule_runs_in_the_fmriprep_image(tmp_path, license_file):
+    """--software-deployment-method apptainer: the rule's container is the fMRIPrep
+    image, binds are checked before any job, and fmriprep runs inside the container."""
+    out = tmp_path / "results" / "derivatives" / "fmriprep"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    record, pulled, argv = tmp_path / "exec.json", tmp_path / "pulled.txt", tmp_path / "argv.json"
+    (bin_dir / "apptainer").write_text(FAKE_APPTAINER.format(record=record, pulled=pulled))
+    (bin_dir / "fmriprep").write_text(FAKE.format(name="fmriprep", record=argv, out=out))
+    for exe in bin_dir.iterdir():
+        exe.chmod(0o755)
+    settings = {"engine": "container", "image": "nipreps/fmriprep:25.1.4", "fs_license": str(license_file),
+                "nthreads": 2, "mem_mb": 4000}
+    config = {**TINY, "simulate": {**TINY["simulate"], "subjects": 1}, "results_dir": str(tmp_path / "results"),
+              "preprocess": {"method": "fmriprep", "fmriprep": settings}}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    project = tmp_path / "project"  # the license file lies outside the working directory
+    project.mkdir()
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    target = str(out / "sub-01")
+    base = [sys.executable, "-m", "snakemake", target, "-s", str(REPO / "Snakefile"), "--directory", str(project),
+            "--configfile", str(tmp_path / "config.yaml"), "--cores", "2", "--sdm", "apptainer"]
+    refused = subprocess.run(base, env=env, capture_output=True, text=True, timeout=600)
+    assert refused.returncode != 0 and f'--apptainer-args "--bind {tmp_path / "results"}' in refused.stderr
+    assert not record.exists()
+    done = subprocess.run(base[:4] + [f"--apptainer-args=--bind {tmp_path}"] + base[4:],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert pulled.read_text().strip() == "docker://nipreps/fmriprep:25.1.4"
+    exec_args = json.loads(record.read_text())
+    assert "exec" in exec_args and f"--bind {tmp_path}" in " ".join(exec_args)
+    bids = tmp_path / "results" / "simulated" / "bids"
+    assert json.loads(argv.read_text()) == fmriprep_command(
+        settings, bids, out, tmp_path / "results" / "work" / "fmriprep", "01", nthreads=2, mem_mb=4000)[1:]
 
 
 @pytest.mark.slow

@@ -1,15 +1,18 @@
 # Config validation, the BIDS manifest and path helpers shared by every rule file.
 import os
 import re
+import shlex
 from pathlib import Path
 
 import pandas as pd
 from snakemake.utils import min_version, validate
+from snakemake_interface_executor_plugins.settings import DeploymentMethod
 
 from fmrirecon.bids import (MANIFEST_COLUMNS, check_manifest, index_bids, manifest_from_plan,
                             read_manifest, write_manifest)
 from fmrirecon.config import check_config
 from fmrirecon.preprocess import derivative_paths
+from fmrirecon.preprocess.fmriprep import fmriprep_command
 from fmrirecon.methods import implementation
 from fmrirecon.stages import DENOISED_MAPS, method_class
 

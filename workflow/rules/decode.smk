@@ -19,6 +19,6 @@ rule decode:
     log:
         LOGS / "decode" / "sub-{subject}_desc-{method}.log",
     conda:
-        "../../envs/fmrirecon.yaml"
+        "../../envs/torch.yaml"
     script:
         "../scripts/decode.py"

@@ -14,6 +14,6 @@ rule evaluate:
     log:
         LOGS / "evaluate" / "sub-{subject}_desc-{method}{split}.log",
     conda:
-        "../../envs/fmrirecon.yaml"
+        "../../envs/fmri.yaml"
     script:
         "../scripts/evaluate.py"

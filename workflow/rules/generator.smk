@@ -30,7 +30,7 @@ rule train_generator:
     log:
         LOGS / "train_generator.log",
     conda:
-        "../../envs/fmrirecon.yaml"
+        "../../envs/torch.yaml"
     script:
         "../scripts/train_generator.py"
 

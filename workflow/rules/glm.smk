@@ -12,7 +12,7 @@ if IMPORTED:
         log:
             LOGS / "import_betas" / "sub-{subject}.log",
         conda:
-            "../../envs/fmrirecon.yaml"
+            "../../envs/fmri.yaml"
         script:
             "../scripts/import_betas.py"
 
@@ -42,7 +42,7 @@ else:
         log:
             LOGS / "glm" / "sub-{subject}.log",
         conda:
-            "../../envs/fmrirecon.yaml"
+            "../../envs/fmri.yaml"
         script:
             "../scripts/glm.py"
 
@@ -57,6 +57,6 @@ rule select_voxels:
     log:
         LOGS / "select_voxels" / "sub-{subject}.log",
     conda:
-        "../../envs/fmrirecon.yaml"
+        "../../envs/fmri.yaml"
     script:
         "../scripts/select_voxels.py"

@@ -11,7 +11,7 @@ if PREP_METHOD == "light":
         log:
             LOGS / "bold_reference" / "sub-{subject}.log",
         conda:
-            "../../envs/fmrirecon.yaml"
+            "../../envs/fmri.yaml"
         script:
             "../scripts/bold_reference.py"
 
@@ -26,11 +26,58 @@ if PREP_METHOD == "light":
         log:
             LOGS / "preprocess_light" / "sub-{subject}_task-{task}_run-{run}.log",
         conda:
-            "../../envs/fmrirecon.yaml"
+            "../../envs/fmri.yaml"
         script:
             "../scripts/preprocess_light.py"
 
+elif PREP_METHOD == "fmriprep" and config["preprocess"]["fmriprep"]["engine"] == "container":
+    # fMRIPrep inside its own image: Snakemake starts the container
+    # (--software-deployment-method apptainer) and the job runs fmriprep itself.
+    from fmrirecon.preprocess.fmriprep import container_image, unbound_paths
+
+    _FMRIPREP = config["preprocess"]["fmriprep"]
+    _FMRIPREP_WORK = RESULTS / "work" / "fmriprep"
+    if DeploymentMethod.APPTAINER in workflow.deployment_settings.deployment_method:
+        # Apptainer sees only the working directory and what --apptainer-args binds:
+        # say so now rather than after the image is pulled and the job has failed.
+        _unbound = unbound_paths(
+            [p for p in (BIDS, PREP, _FMRIPREP_WORK, _FMRIPREP["fs_license"],
+                         _FMRIPREP["templateflow_home"]) if p],
+            workflow.deployment_settings.apptainer_args, Path.cwd(),
+        )
+        if _unbound:
+            raise ValueError(
+                "config['preprocess']['fmriprep']: the fMRIPrep container would not see "
+                f"{', '.join(map(str, _unbound))}; add --apptainer-args "
+                f"\"--bind {','.join(map(str, _unbound))}\""
+            )
+
+    rule fmriprep:
+        input:
+            bold=lambda wc: list(runs_of(wc.subject)["bold"]),
+        output:
+            directory(PREP / "sub-{subject}"),
+        params:
+            command=lambda wc, threads, resources: shlex.join(fmriprep_command(
+                _FMRIPREP, BIDS, PREP, _FMRIPREP_WORK, wc.subject,
+                space=config["preprocess"]["space"], nthreads=threads, mem_mb=resources.mem_mb,
+                # built before any job runs: a simulated dataset does not exist yet
+                require_dataset=not SIMULATED,
+            )),
+            folders=[PREP, _FMRIPREP_WORK],
+        threads: _FMRIPREP["nthreads"]
+        resources:
+            mem_mb=_FMRIPREP["mem_mb"],
+            runtime=24 * 60,
+        log:
+            LOGS / "fmriprep" / "sub-{subject}.log",
+        container:
+            container_image(_FMRIPREP)
+        shell:
+            "mkdir -p {params.folders:q} && {params.command} > {log:q} 2>&1"
+
 elif PREP_METHOD == "fmriprep":
+    # fMRIPrep through fmriprep-docker or `apptainer run`, started by the job itself.
 
     rule fmriprep:
         input:
@@ -50,6 +97,6 @@ elif PREP_METHOD == "fmriprep":
         log:
             LOGS / "fmriprep" / "sub-{subject}.log",
         conda:
-            "../../envs/fmrirecon.yaml"
+            "../../envs/fmri.yaml"
         script:
             "../scripts/fmriprep.py"

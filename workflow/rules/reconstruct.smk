@@ -28,6 +28,6 @@ rule reconstruct:
     log:
         LOGS / "reconstruct" / "sub-{subject}_desc-{method}{split}.log",
     conda:
-        "../../envs/fmrirecon.yaml"
+        "../../envs/torch.yaml"
     script:
         "../scripts/reconstruct.py"

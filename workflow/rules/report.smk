@@ -20,7 +20,7 @@ rule report:
     log:
         LOGS / "report.log",
     conda:
-        "../../envs/fmrirecon.yaml"
+        "../../envs/fmri.yaml"
     script:
         "../scripts/report.py"
 
@@ -32,6 +32,6 @@ rule derivatives_description:
     log:
         LOGS / "derivatives_description.log",
     conda:
-        "../../envs/fmrirecon.yaml"
+        "../../envs/fmri.yaml"
     script:
         "../scripts/derivatives_description.py"

@@ -18,7 +18,7 @@ if SIMULATED:
         log:
             LOGS / "simulate_stimuli.log",
         conda:
-            "../../envs/fmrirecon.yaml"
+            "../../envs/fmri.yaml"
         script:
             "../scripts/simulate_stimuli.py"
 
@@ -37,6 +37,6 @@ if SIMULATED:
         log:
             LOGS / "simulate_subject" / "sub-{subject}.log",
         conda:
-            "../../envs/fmrirecon.yaml"
+            "../../envs/fmri.yaml"
         script:
             "../scripts/simulate_subject.py"

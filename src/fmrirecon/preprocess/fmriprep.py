@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["FMRIPREP_VERSION", "fmriprep_command", "fmriprep_docker_command", "fmriprep_apptainer_command"]
+__all__ = ["FMRIPREP_VERSION", "fmriprep_command", "fmriprep_docker_command", "fmriprep_apptainer_command",
+           "fmriprep_container_command", "container_image", "unbound_paths"]
 
 FMRIPREP_VERSION = "24.1.1"
 
@@ -28,16 +29,16 @@ def _is_within(child: Path, parent: Path) -> bool:
 
 
 def _check_common(bids_dir, out_dir, work_dir, subject, fs_license, output_spaces,
-                  nthreads, mem_mb):
+                  nthreads, mem_mb, require_dataset=True):
     bids_dir, out_dir, work_dir, fs_license = (
         Path(p).expanduser().absolute() for p in (bids_dir, out_dir, work_dir, fs_license)
     )
-    if not (bids_dir / "dataset_description.json").is_file():
+    if require_dataset and not (bids_dir / "dataset_description.json").is_file():
         raise ValueError(f"{bids_dir}: not a BIDS dataset (no dataset_description.json)")
     subject = str(subject).removeprefix("sub-")
     if not subject.isalnum():
         raise ValueError(f"subject label must be alphanumeric, got {subject!r}")
-    if not (bids_dir / f"sub-{subject}").is_dir():
+    if require_dataset and not (bids_dir / f"sub-{subject}").is_dir():
         raise ValueError(f"{bids_dir}: no folder sub-{subject}")
     if not fs_license.is_file():
         raise ValueError(
@@ -197,6 +198,119 @@ def fmriprep_apptainer_command(
     return cmd + [str(a) for a in extra_args]
 
 
+def fmriprep_container_command(
+    bids_dir: str | Path,
+    out_dir: str | Path,
+    work_dir: str | Path,
+    subject: str,
+    fs_license: str | Path,
+    output_spaces: tuple[str, ...] | list[str] = ("func",),
+    nthreads: int = 4,
+    mem_mb: int = 16000,
+    extra_args: tuple[str, ...] | list[str] = (),
+    templateflow_home: str | Path | None = None,
+    require_dataset: bool = True,
+) -> list[str]:
+    """fMRIPrep's own command line, for a job that already runs inside the fMRIPrep image.
+
+    This is the form of a Snakemake rule with a ``container:`` directive run with
+    ``--software-deployment-method apptainer``: Snakemake starts the container and the
+    command sees the host paths, provided they are bound (see :func:`unbound_paths`).
+
+    Parameters
+    ----------
+    bids_dir, out_dir, work_dir, subject, fs_license, output_spaces, nthreads, mem_mb, extra_args
+        As in :func:`fmriprep_docker_command`.
+    templateflow_home : str or Path, optional
+        Host TemplateFlow cache, passed as ``TEMPLATEFLOW_HOME`` (compute nodes are often
+        offline: fetch the templates there beforehand).
+    require_dataset : bool, default=True
+        Check that ``bids_dir`` holds the subject. The workflow builds this command
+        before any job runs, when a dataset the workflow simulates does not exist yet.
+
+    Returns
+    -------
+    list of str
+    """
+    bids_dir, out_dir, work_dir, subject, fs_license, spaces = _check_common(
+        bids_dir, out_dir, work_dir, subject, fs_license, output_spaces, nthreads, mem_mb,
+        require_dataset,
+    )
+    cmd = []
+    if templateflow_home:
+        cmd = ["env", f"TEMPLATEFLOW_HOME={Path(templateflow_home).expanduser().absolute()}"]
+    cmd += [
+        "fmriprep", str(bids_dir), str(out_dir), "participant",
+        "--participant-label", subject,
+        "--fs-license-file", str(fs_license),
+        "-w", str(work_dir),
+        "--nthreads", str(int(nthreads)),
+        "--mem_mb", str(int(mem_mb)),
+        "--skip-bids-validation",
+    ]
+    if spaces:
+        cmd += ["--output-spaces", *spaces]
+    return cmd + [str(a) for a in extra_args]
+
+
+def container_image(settings: dict) -> str:
+    """The image URI of the ``container:`` directive, from ``preprocess.fmriprep.image``
+    (a Docker Hub name gets ``docker://``; a ``.sif`` path or a URI is kept)."""
+    image = str(settings.get("image") or f"nipreps/fmriprep:{FMRIPREP_VERSION}")
+    if "://" in image or image.endswith((".sif", ".simg")):
+        return image
+    return f"docker://{image}"
+
+
+def _bind_sources(apptainer_args: str) -> list[Path]:
+    import shlex
+
+    words, sources = shlex.split(apptainer_args or ""), []
+    for i, word in enumerate(words):
+        if word in ("-B", "--bind", "--mount") and i + 1 < len(words):
+            value = words[i + 1]
+        elif word.startswith("--bind="):
+            value = word.split("=", 1)[1]
+        else:
+            continue
+        for spec in value.split(","):
+            parts = spec.split(":")
+            # only binds that keep the host path inside the container count
+            if len(parts) == 1 or parts[1] == parts[0]:
+                sources.append(Path(parts[0]).expanduser().absolute())
+    return sources
+
+
+def unbound_paths(paths, apptainer_args: str, cwd: str | Path) -> list[Path]:
+    """Host paths a containerised job needs that Apptainer will not see.
+
+    Snakemake runs container jobs with ``--home <cwd>``, so the working directory is
+    visible; any other path must be bound at the same location through
+    ``--apptainer-args "--bind <path>"``.
+
+    Parameters
+    ----------
+    paths : iterable of str or Path
+        What the job reads or writes.
+    apptainer_args : str
+        Snakemake's ``--apptainer-args``.
+    cwd : str or Path
+        Snakemake's working directory.
+
+    Returns
+    -------
+    list of Path
+        The paths neither under ``cwd`` nor under a same-path bind, in input order.
+    """
+    roots = [Path(cwd).absolute(), *_bind_sources(apptainer_args)]
+    missing = []
+    for path in paths:
+        path = Path(path).expanduser().absolute()
+        if not any(_is_within(path, root) for root in roots):
+            missing.append(path)
+    return missing
+
+
 def fmriprep_command(
     settings: dict,
     bids_dir: str | Path,
@@ -206,6 +320,7 @@ def fmriprep_command(
     space: str | None = None,
     nthreads: int | None = None,
     mem_mb: int | None = None,
+    require_dataset: bool = True,
 ) -> list[str]:
     """The command line of the workflow's ``fmriprep`` rule, from ``preprocess.fmriprep``.
 
@@ -213,7 +328,8 @@ def fmriprep_command(
     ----------
     settings : dict
         The config section ``preprocess.fmriprep``: ``engine`` (``docker`` runs the
-        ``fmriprep-docker`` wrapper, ``apptainer`` runs a ``.sif`` image), ``image``
+        ``fmriprep-docker`` wrapper, ``apptainer`` runs a ``.sif`` image,
+        ``container`` is fMRIPrep's own command for a job inside the image), ``image``
         (Docker image, or the ``.sif`` file for Apptainer), ``fs_license``,
         ``templateflow_home`` (Apptainer; default ``$TEMPLATEFLOW_HOME``),
         ``output_spaces``, ``nthreads``, ``mem_mb``, ``extra_args``.
@@ -224,6 +340,8 @@ def fmriprep_command(
         ``output_spaces`` is empty (None: the native BOLD grid, ``func``).
     nthreads, mem_mb : int, optional
         What the job was given (on a cluster, what SLURM granted); default the settings'.
+    require_dataset : bool, default=True
+        See :func:`fmriprep_container_command` (engine ``container`` only).
 
     Returns
     -------
@@ -244,6 +362,10 @@ def fmriprep_command(
         extra_args=list(settings.get("extra_args") or []),
     )
     image = str(settings.get("image") or f"nipreps/fmriprep:{FMRIPREP_VERSION}")
+    if engine == "container":
+        return fmriprep_container_command(
+            **common, templateflow_home=settings.get("templateflow_home") or None,
+            require_dataset=require_dataset)
     if engine == "docker":
         return fmriprep_docker_command(**common, image=image)
     if engine == "apptainer":
@@ -261,4 +383,4 @@ def fmriprep_command(
                 "there beforehand"
             )
         return fmriprep_apptainer_command(image, templateflow_home=templateflow, **common)
-    raise ValueError(f"config['preprocess']['fmriprep']['engine']: {engine!r} is not docker or apptainer")
+    raise ValueError(f"config['preprocess']['fmriprep']['engine']: {engine!r} is not docker, apptainer or container")
