@@ -1,7 +1,11 @@
 # fmrirecon: BIDS raw data -> preprocessing -> single-trial betas -> decoders ->
 # reconstructions -> evaluation -> one report. See README.md and docs/formats.md.
 
-configfile: "config.yaml"
+# The built-in default, unless a config is named on the command line (--configfile):
+# then that file alone, over the schema's defaults, is the whole configuration.
+if not workflow.config_settings.configfiles:
+
+    configfile: "config.yaml"
 
 
 include: "workflow/rules/common.smk"
@@ -11,6 +15,7 @@ include: "workflow/rules/glm.smk"
 include: "workflow/rules/decode.smk"
 include: "workflow/rules/reconstruct.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/classify.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/features.smk"
 include: "workflow/rules/generator.smk"

@@ -208,3 +208,20 @@ def test_fmriprep_command_errors(fmriprep_inputs, tmp_path):
     with pytest.raises(ValueError, match="nothere.sif"):
         fmriprep_apptainer_command(tmp_path / "nothere.sif", bids, out, work, "01",
                                    license_file, templateflow)
+
+
+def test_light_masks_a_single_slice(tmp_path):
+    """One-slice acquisitions (e.g. Haxby's) get a mask: a 3-D opening would erase it."""
+    rng = np.random.default_rng(1)
+    brain = _brain(rng)[:, :, SHAPE[2] // 2 : SHAPE[2] // 2 + 1]
+    vols = np.stack([brain + rng.normal(0, 3, brain.shape) for _ in range(6)], axis=-1)
+    path = tmp_path / "sub-01_task-train_run-1_bold.nii.gz"
+    img = nib.Nifti1Image(vols.astype(np.float32), np.diag([*ZOOMS, 1.0]))
+    img.header.set_zooms((*ZOOMS, TR))
+    img.to_filename(path)
+    outs = derivative_paths(tmp_path / "deriv", "01", "train", 1)
+    preprocess_subject([path], [outs], tmp_path / "ref.nii.gz", progress=False)
+    mask = np.asarray(nib.load(outs["mask"]).dataobj) > 0
+    inside = brain > 800
+    # the mask is the head: nearly all of it, and little of the background
+    assert mask[inside].mean() > 0.9 and mask[~inside].mean() < 0.2

@@ -232,3 +232,22 @@ def haxby_to_derivatives(src_dir, deriv_dir, space: str | None = None, motion: b
         motion_confounds(params[index]).to_csv(paths["confounds"], sep="\t", index=False,
                                                na_rep="n/a", float_format="%.6g")
     return deriv_dir
+
+
+def main(argv=None) -> None:
+    """``python -m fmrirecon.haxby SRC BIDS_DIR [--derivatives DIR]``: convert the slice."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m fmrirecon.haxby", description=main.__doc__)
+    parser.add_argument("src", help="shared/data/fmri/haxby2001_slice")
+    parser.add_argument("bids_dir", help="BIDS raw dataset to write")
+    parser.add_argument("--derivatives", help="also write fMRIPrep-named derivatives here "
+                        "(the shipped mask and motion; for preprocess.method: precomputed)")
+    args = parser.parse_args(argv)
+    print(haxby_to_bids(args.src, args.bids_dir))
+    if args.derivatives:
+        print(haxby_to_derivatives(args.src, args.derivatives))
+
+
+if __name__ == "__main__":
+    main()

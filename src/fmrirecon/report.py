@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import math
 import re
 from collections.abc import Mapping
@@ -440,3 +441,79 @@ def training_curves_section(history_paths: Iterable[str | Path]) -> dict | None:
         ax.set(title=label, xlabel="epoch", ylabel="loss", yscale="log")
         ax.legend(fontsize=6)
     return {"title": "Training curves", "figure": fig}
+
+
+_CLASSIFICATION = re.compile(r"^sub-(?P<subject>[A-Za-z0-9]+)_desc-(?P<classifier>[a-z0-9]+)_classification\.json$")
+
+
+def _read_classification(path) -> tuple[str, str, dict]:
+    match = _CLASSIFICATION.match(Path(path).name)
+    if match is None:
+        raise ValueError(f"{path}: expected sub-<subject>_desc-<classifier>_classification.json")
+    return match["subject"], match["classifier"], json.loads(Path(path).read_text())
+
+
+def classification_metrics(paths: Iterable[str | Path]) -> pd.DataFrame:
+    """Rows of the long metrics table for category classification results.
+
+    Parameters
+    ----------
+    paths : iterable of path
+        ``sub-<s>_desc-<classifier>_classification.json`` files
+        (:func:`fmrirecon.stages.classify`).
+
+    Returns
+    -------
+    DataFrame
+        Columns :data:`METRIC_COLUMNS`: ``method`` is the classifier, ``split`` the
+        trials classified, ``metric`` ``accuracy_<label>`` with its bootstrap interval
+        and chance level, ``n`` the number of items.
+    """
+    rows = []
+    for path in paths:
+        subject, classifier, summary = _read_classification(path)
+        accuracy = summary["accuracy"]
+        rows.append({"subject": subject, "method": classifier, "split": summary["split"],
+                     "metric": f"accuracy_{summary['label']}", "n": summary["n_items"],
+                     **{k: accuracy[k] for k in ("mean", "ci_low", "ci_high", "chance")}})
+    table = pd.DataFrame(rows, columns=METRIC_COLUMNS)
+    table["n"] = table["n"].astype("Int64")
+    return table
+
+
+def classification_section(paths: Iterable[str | Path]) -> dict | None:
+    """A report section: accuracy per subject and the pooled confusion matrix.
+
+    Reads each ``_classification.json`` and the per-item ``_classification.tsv``
+    beside it. Returns None without classification results.
+    """
+    paths = list(paths)
+    if not paths:
+        return None
+    rows, items = [], []
+    for path in paths:
+        subject, classifier, s = _read_classification(path)
+        acc, binom = s["accuracy"], s["binomial"]
+        rows.append({"subject": f"sub-{subject}", "label": s["label"], "classifier": classifier,
+                     "trials": s["split"], "items": s["n_items"], "runs left out": s["n_groups"],
+                     "accuracy": _fmt(acc["mean"]),
+                     "95% CI (bootstrap)": f"[{_fmt(acc['ci_low'])}, {_fmt(acc['ci_high'])}]",
+                     "95% CI (exact)": f"[{_fmt(binom['ci_low'])}, {_fmt(binom['ci_high'])}]",
+                     "chance": _fmt(acc["chance"]), "p (binomial)": f"{binom['p_value']:.2g}"})
+        items.append(pd.read_csv(Path(str(path).removesuffix(".json") + ".tsv"), sep="\t"))
+    table = pd.DataFrame(rows)
+    pooled = pd.concat(items, ignore_index=True)
+    classes = sorted(set(pooled["label"].astype(str)) | set(pooled["predicted"].astype(str)))
+    confusion = (pd.crosstab(pooled["label"].astype(str), pooled["predicted"].astype(str))
+                 .reindex(index=classes, columns=classes, fill_value=0))
+    fig = Figure(figsize=(1.0 + 0.45 * len(classes), 0.8 + 0.45 * len(classes)), layout="constrained")
+    ax = fig.subplots()
+    shown = ax.imshow(confusion.to_numpy() / np.maximum(confusion.to_numpy().sum(1, keepdims=True), 1),
+                      cmap="viridis", vmin=0, vmax=1)
+    ax.set_xticks(range(len(classes)), classes, rotation=60, ha="right", fontsize=7)
+    ax.set_yticks(range(len(classes)), classes, fontsize=7)
+    ax.set(xlabel="predicted", ylabel="true", title="Confusion (row-normalised, all subjects)")
+    fig.colorbar(shown, ax=ax, shrink=0.8)
+    html = (table.to_html(index=False, escape=True, classes="data", border=0) +
+            f'<img alt="confusion matrix" src="data:image/png;base64,{figure_to_base64(fig)}">')
+    return {"title": "Category classification (leave one run out)", "html": html}

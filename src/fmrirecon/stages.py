@@ -6,6 +6,7 @@ can be run, tested and debugged without Snakemake.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -145,19 +146,64 @@ def evaluate(recon_npz, extra_json, settings: dict, seed: int, out_tsv, out_json
     write_evaluation(per_image, {**summary, **extra}, out_tsv, out_json)
 
 
+def classify(betas_path, trials_path, voxels_path, stimuli_dir, settings: dict, seed: int,
+             n_boot: int, out_tsv, out_json) -> None:
+    """Decode a stimulus attribute (config ``classify.label``, a column of
+    ``stimuli/stimuli.tsv``) from the betas of ``classify.split``, leaving whole runs
+    out (:func:`fmrirecon.classification.classify_categories`)."""
+    from .classification import classify_categories
+
+    betas = read_betas(betas_path, trials_path)
+    data = betas if settings["split"] == "all" else betas.select(settings["split"])
+    if len(data.trials) == 0:
+        raise ValueError(f"{trials_path}: no {settings['split']} trials to classify")
+    table = read_stimuli_table(stimuli_dir)
+    label = settings["label"]
+    if table is None or label not in table:
+        raise ValueError(f"{Path(stimuli_dir) / 'stimuli.tsv'}: no column {label!r} (config classify.label)")
+    lookup = dict(zip(table["stim_file"].astype(str), table[label]))
+    stim_files = data.trials["stim_file"].astype(str)
+    unknown = sorted(set(stim_files) - set(lookup))
+    if unknown:
+        raise ValueError(f"{Path(stimuli_dir) / 'stimuli.tsv'}: no row for {unknown[:5]}")
+    labels = stim_files.map(lookup).to_numpy()
+    known = pd.notna(labels)
+    groups = (data.trials["task"].astype(str) + "_" + data.trials["run"].astype(str)).to_numpy()
+    log.info("classifying %s of %d trials (%d runs) with %s", label, known.sum(),
+             len(set(groups[known])), settings["classifier"])
+    # items without a label (e.g. blank trials) are left out
+    kept = dataclasses.replace(data, betas=data.betas[known],
+                               trials=data.trials[known].reset_index(drop=True))
+    per_item, summary = classify_categories(
+        kept, labels[known].astype(str), groups[known], classifier=settings["classifier"],
+        Cs=settings["Cs"], n_features=settings["n_features"],
+        columns=voxel_columns(betas, voxels_path), n_boot=n_boot, seed=seed,
+    )
+    per_item.insert(1, "stim_file", kept.trials["stim_file"].to_numpy()[per_item["row"]])
+    per_item.to_csv(out_tsv, sep="\t", index=False, na_rep="n/a")
+    summary = {"label": label, "split": settings["split"], **summary}
+    Path(out_json).write_text(json.dumps(summary, indent=2, default=float) + "\n")
+    log.info("accuracy %.3f [%.3f, %.3f], chance %.3f", summary["accuracy"]["mean"],
+             summary["accuracy"]["ci_low"], summary["accuracy"]["ci_high"],
+             summary["accuracy"]["chance"])
+
+
 def report(summary_paths, grid_paths, history_paths, config: dict, out_html, out_tsv,
-           betas_paths: dict | None = None) -> None:
+           betas_paths: dict | None = None, classification_paths=()) -> None:
     """The aggregated HTML report and the long metrics table.
 
     ``betas_paths`` (subject -> betas HDF5) adds the reliability of each step of the
-    ``denoised`` GLM.
+    ``denoised`` GLM; ``classification_paths`` (``sub-<s>_desc-<classifier>
+    _classification.json`` of :func:`classify`) add the classification accuracies.
     """
-    from .report import (build_report, collect_metrics, index_by_name,
-                         training_curves_section, write_metrics_table)
+    from .report import (build_report, classification_metrics, classification_section,
+                         collect_metrics, index_by_name, training_curves_section,
+                         write_metrics_table)
 
-    metrics = collect_metrics(summary_paths)
+    metrics = pd.concat([collect_metrics(summary_paths),
+                         classification_metrics(classification_paths)], ignore_index=True)
     write_metrics_table(metrics, out_tsv)
-    sections = [training_curves_section(history_paths)]
+    sections = [classification_section(classification_paths), training_curves_section(history_paths)]
     if betas_paths:
         from .glm_denoise import reliability_by_step
 

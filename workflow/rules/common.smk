@@ -90,7 +90,10 @@ MANIFEST = MANIFEST[MANIFEST["task"].isin(sum(SPLIT_TASKS.values(), []))]
 SUBJECTS = [IMPORT_SPEC["subject"]] if IMPORTED else sorted(MANIFEST["subject"].unique())
 # The images shown: BIDS's stimuli/ folder, or the imported ones (a pattern in {subject}).
 STIMULI = RESULTS / "imported" / "sub-{subject}" / "stimuli" if IMPORTED else BIDS / "stimuli"
-for _split in ("train", "test"):
+if not config["methods"] and not config["classify"]["label"]:
+    raise ValueError("config['methods']: no reconstruction method and no classify.label: nothing to do")
+# A classification-only study (no methods) needs no test images.
+for _split in ("train", "test") if config["methods"] else ("train",):
     if not IMPORTED and not MANIFEST["task"].isin(SPLIT_TASKS[_split]).any():
         raise ValueError(
             f"config['design']['{_split}_tasks']: none of {SPLIT_TASKS[_split]} "

@@ -9,6 +9,7 @@ rule report:
         grids=expand(rules.reconstruct.output.grid, **_EVALS),
         histories=expand(rules.decode.output.history, subject=SUBJECTS, method=METHODS),
         betas=expand(betas_files("{subject}")["betas"], subject=SUBJECTS),
+        classifications=expand(rules.classify.output.summary, subject=SUBJECTS) if CLASSIFY["label"] else [],
     output:
         html=report(REPORT / "index.html", caption="../report/index.rst", category="Report"),
         metrics=report(REPORT / "metrics.tsv", caption="../report/metrics.rst", category="Report"),

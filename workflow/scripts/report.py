@@ -9,4 +9,4 @@ from fmrirecon.stages import report
 betas = dict(zip(snakemake.params.subjects, snakemake.input.betas))
 report(snakemake.input.summaries, snakemake.input.grids, snakemake.input.histories,
        snakemake.params.config, snakemake.output.html, snakemake.output.metrics,
-       betas if snakemake.params.step_reliability else None)
+       betas if snakemake.params.step_reliability else None, snakemake.input.classifications)

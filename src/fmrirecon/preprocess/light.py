@@ -128,6 +128,15 @@ def _confounds_sidecar() -> dict:
     return sidecar
 
 
+def mask_opening(shape) -> int:
+    """Iterations of the morphological opening of the EPI mask for a volume ``shape``.
+
+    nilearn's default (2) erodes in 3-D, which empties any slab thinner than 5 slices
+    (e.g. single-slice or partial-coverage acquisitions): no opening there.
+    """
+    return 2 if min(shape) >= 5 else 0
+
+
 def write_reference(first_bold: str | Path, out_path: str | Path) -> Path:
     """Write the subject's realignment reference: the mean of the first volumes.
 
@@ -153,7 +162,8 @@ def preprocess_run(bold_path: str | Path, reference_path: str | Path, outs: dict
     unnormalised cross-power spectrum) and undone by linear interpolation
     (:func:`scipy.ndimage.shift`, ``order=1``). **Rotations are not estimated**:
     ``rot_*`` are written as 0 (and the JSON sidecar says so). The brain mask is
-    :func:`nilearn.masking.compute_epi_mask` of the run's mean corrected image; the GLM
+    :func:`nilearn.masking.compute_epi_mask` of the run's mean corrected image (without
+    morphological opening for slabs thinner than 5 slices, :func:`mask_opening`); the GLM
     intersects the masks of a subject's runs.
 
     Parameters
@@ -215,7 +225,8 @@ def preprocess_run(bold_path: str | Path, reference_path: str | Path, outs: dict
     sidecar = Path(str(outs["confounds"]).removesuffix(".tsv") + ".json")
     sidecar.write_text(json.dumps(_confounds_sidecar(), indent=2) + "\n")
 
-    mask = compute_epi_mask(nib.Nifti1Image(corrected.mean(axis=3), img.affine))
+    mask = compute_epi_mask(nib.Nifti1Image(corrected.mean(axis=3), img.affine),
+                            opening=mask_opening(data.shape[:3]))
     mask_data = np.asarray(mask.get_fdata() > 0, dtype=np.uint8)
     if not mask_data.any():
         raise ValueError(f"{bold_path}: compute_epi_mask found no brain voxels")

@@ -1,0 +1,23 @@
+# Category decoding from each subject's betas, leaving whole runs out (config classify).
+
+CLASSIFY = config["classify"]
+
+
+rule classify:
+    input:
+        **betas_files("{subject}"),
+        voxels=rules.select_voxels.output[0],
+        stimuli=STIMULI,
+    output:
+        per_item=OUT / "sub-{subject}" / "eval" / f"sub-{{subject}}_desc-{CLASSIFY['classifier']}_classification.tsv",
+        summary=OUT / "sub-{subject}" / "eval" / f"sub-{{subject}}_desc-{CLASSIFY['classifier']}_classification.json",
+    params:
+        settings=CLASSIFY,
+        seed=config["seed"],
+        n_boot=config["evaluation"]["n_boot"],
+    log:
+        LOGS / "classify" / "sub-{subject}.log",
+    conda:
+        "../../envs/fmri.yaml"
+    script:
+        "../scripts/classify.py"
