@@ -16,9 +16,9 @@ include: "workflow/rules/decode.smk"
 include: "workflow/rules/reconstruct.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/classify.smk"
-include: "workflow/rules/report.smk"
 include: "workflow/rules/features.smk"
 include: "workflow/rules/generator.smk"
+include: "workflow/rules/report.smk"
 
 
 report: "workflow/report/workflow.rst"

@@ -163,3 +163,14 @@ def test_training_curves_section_plots_iterative_methods_only(tmp_path):
     with pytest.raises(ValueError, match="bad.tsv"):
         (tmp_path / "bad.tsv").write_text("epoch\tx\n1\t2\n")
         training_curves_section([tmp_path / "bad.tsv"])
+
+
+def test_training_curves_section_adds_named_models_without_wall_time(tmp_path):
+    from fmrirecon.report import training_curves_section
+
+    generator = tmp_path / "generator_curves.tsv"
+    generator.write_text("epoch\tpixel\tkl\tseconds\n" + "".join(f"{e}\t{1 / e}\t{e}\t{9.5 * e}\n" for e in range(1, 4)))
+    section = training_curves_section([], {"generator (VAE-GAN)": generator})
+    (ax,) = section["figure"].axes
+    assert ax.get_title() == "generator (VAE-GAN)"
+    assert sorted(line.get_label() for line in ax.get_lines()) == ["kl", "pixel"]

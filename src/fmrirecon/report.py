@@ -404,7 +404,8 @@ def build_report(
     return out_html
 
 
-def training_curves_section(history_paths: Iterable[str | Path]) -> dict | None:
+def training_curves_section(history_paths: Iterable[str | Path],
+                            named: Mapping[str, str | Path] | None = None) -> dict | None:
     """A report section plotting the per-epoch losses of iteratively trained methods.
 
     Parameters
@@ -412,6 +413,9 @@ def training_curves_section(history_paths: Iterable[str | Path]) -> dict | None:
     history_paths : iterable of path
         ``sub-<s>_desc-<method>_curves.tsv`` files (columns ``epoch`` plus one per
         loss term, optionally ``phase`` and ``variant``); empty tables are skipped.
+    named : mapping, optional
+        Further curves of the same layout, label -> path (e.g. the generator, shared by
+        subjects and methods).
 
     Returns
     -------
@@ -426,13 +430,18 @@ def training_curves_section(history_paths: Iterable[str | Path]) -> dict | None:
             if match is None:
                 raise ValueError(f"{path}: expected sub-<subject>_desc-<method>_curves.tsv")
             tables.append((f"sub-{match[1]} {match[2]}", table))
+    for label, path in (named or {}).items():
+        table = pd.read_csv(path, sep="\t", na_values="n/a")
+        if len(table):
+            tables.append((label, table))
     if not tables:
         return None
     fig = Figure(figsize=(4.5 * len(tables), 3.2), layout="constrained")
     axes = fig.subplots(1, len(tables), squeeze=False)
     for ax, (label, table) in zip(axes[0], tables):
         groups = [c for c in ("phase", "variant") if c in table.columns]
-        losses = [c for c in table.select_dtypes("number").columns if c != "epoch"]
+        # everything numeric is a loss term, except the epoch and its wall time
+        losses = [c for c in table.select_dtypes("number").columns if c not in ("epoch", "seconds")]
         for key, part in (table.groupby(groups) if groups else [((), table)]):
             key = key if isinstance(key, tuple) else (key,)
             for loss in losses:
@@ -478,6 +487,8 @@ def classification_metrics(paths: Iterable[str | Path]) -> pd.DataFrame:
                      **{k: accuracy[k] for k in ("mean", "ci_low", "ci_high", "chance")}})
     table = pd.DataFrame(rows, columns=METRIC_COLUMNS)
     table["n"] = table["n"].astype("Int64")
+    for col in ("mean", "ci_low", "ci_high", "chance"):
+        table[col] = table[col].astype(float)
     return table
 
 

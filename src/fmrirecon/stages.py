@@ -189,21 +189,27 @@ def classify(betas_path, trials_path, voxels_path, stimuli_dir, settings: dict, 
 
 
 def report(summary_paths, grid_paths, history_paths, config: dict, out_html, out_tsv,
-           betas_paths: dict | None = None, classification_paths=()) -> None:
+           betas_paths: dict | None = None, classification_paths=(),
+           named_histories: dict | None = None) -> None:
     """The aggregated HTML report and the long metrics table.
 
     ``betas_paths`` (subject -> betas HDF5) adds the reliability of each step of the
     ``denoised`` GLM; ``classification_paths`` (``sub-<s>_desc-<classifier>
-    _classification.json`` of :func:`classify`) add the classification accuracies.
+    _classification.json`` of :func:`classify`) add the classification accuracies;
+    ``named_histories`` (label -> curves TSV) adds training curves of shared models,
+    such as the generator.
     """
     from .report import (build_report, classification_metrics, classification_section,
                          collect_metrics, index_by_name, training_curves_section,
                          write_metrics_table)
 
-    metrics = pd.concat([collect_metrics(summary_paths),
-                         classification_metrics(classification_paths)], ignore_index=True)
+    metrics = collect_metrics(summary_paths)
+    classified = classification_metrics(classification_paths)
+    if len(classified):
+        # (an empty frame in concat would turn the numeric columns to object)
+        metrics = pd.concat([metrics, classified], ignore_index=True)
     write_metrics_table(metrics, out_tsv)
-    sections = [classification_section(classification_paths), training_curves_section(history_paths)]
+    sections = [classification_section(classification_paths), training_curves_section(history_paths, named_histories)]
     if betas_paths:
         from .glm_denoise import reliability_by_step
 

@@ -3,6 +3,7 @@ import os
 import re
 import shlex
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 from snakemake.utils import min_version, validate

@@ -40,3 +40,12 @@ METHOD_FILES.setdefault("latent", []).append(lambda settings: {"generator": GENE
 METHOD_FILES.setdefault("dir", []).append(
     lambda settings: {"generator": GENERATOR} if settings.get("prior") == "generator" else {}
 )
+
+# When a configured method draws with the trained generator, its training curves go into
+# the report.
+_USES_GENERATOR = any(
+    GENERATOR in method_files(SimpleNamespace(method=m)).values() for m in METHODS
+)
+GENERATOR_CURVES = (
+    [rules.train_generator.output.curves] if _USES_GENERATOR and not _LATENT.get("weights") else []
+)

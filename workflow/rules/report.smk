@@ -8,6 +8,7 @@ rule report:
         summaries=expand(rules.evaluate.output.summary, **_EVALS),
         grids=expand(rules.reconstruct.output.grid, **_EVALS),
         histories=expand(rules.decode.output.history, subject=SUBJECTS, method=METHODS),
+        generator_curves=GENERATOR_CURVES,
         betas=expand(betas_files("{subject}")["betas"], subject=SUBJECTS),
         classifications=expand(rules.classify.output.summary, subject=SUBJECTS) if CLASSIFY["label"] else [],
     output:
