@@ -182,3 +182,94 @@ def test_generator_prior_from_a_generator_file(tmp_path, data):
     assert recon.shape == (4, 16, 16, 1) and 0 <= recon.min() and recon.max() <= 1
     model.save(tmp_path / "dir.pkl")
     assert DeepImageReconstruction.load(tmp_path / "dir.pkl")._generator is None
+
+
+def _evaluation_data(voxels, images, families, n_train, seed=0):
+    import pandas as pd
+
+    names = np.array([f"im{i:03d}.png" for i in range(len(images))])
+    stimuli = pd.DataFrame({"stim_file": names, "family": families})
+    return EvaluationData(
+        split="test", train_betas=voxels[:n_train], train_images=images[:n_train],
+        train_stim_files=names[:n_train], test_betas=voxels[n_train:],
+        test_images=images[n_train:], test_stim_files=names[n_train:], stimuli=stimuli,
+        noise_ceiling=None, seed=seed, n_boot=200)
+
+
+def test_extra_metrics_identify_reconstructions_and_generalise_across_families(data):
+    images, _ = data
+    families = np.array(["smooth", "inverted"] * 50)
+    images = np.where(families[:, None, None, None] == "inverted", 1 - images, images)
+    voxels = linear_voxels(images, n_voxels=150, noise=0.5)  # responses to the images shown
+    model = DeepImageReconstruction(input_size=16, max_units=300, iterations=40, device="cpu",
+                                    layers=["relu1", "relu3"], seed=0,
+                                    generalisation={"train": "smooth"})
+    model.fit(voxels[:70], images[:70])
+    recon = model.reconstruct(voxels[70:])
+    extra = model.extra_metrics(_evaluation_data(voxels, images, families, 70))
+
+    # Reconstructions are identified by their deep features, with CIs and chance.
+    entry = extra["reconfeat_ident2"]
+    assert entry["chance"] == 0.5 and entry["ci_low"] > 0.6, entry
+    assert {"reconfeat_ident2_relu1", "reconfeat_ident2_relu3"} <= set(extra)
+    # The metrics scored the reconstructions the workflow saved (the cached ones).
+    np.testing.assert_array_equal(model.reconstruct(voxels[70:]), recon)
+
+    for source in ("smooth", "all"):
+        for family in ("smooth", "inverted"):
+            for score, chance in (("pixcorr", 0.0), ("ident2_pixel", 0.5), ("ident2_feature", 0.5)):
+                e = extra[f"gen_{source}_to_{family}_{score}"]
+                assert e["chance"] == chance and e["ci_low"] <= e["mean"] <= e["ci_high"]
+    # Within the training family, the narrow decoder identifies images well above chance.
+    assert extra["gen_smooth_to_smooth_ident2_pixel"]["ci_low"] > 0.6
+    # It never saw an inverted image: its pixel correlation there is lower than that of
+    # the decoder trained on both families.
+    assert (extra["gen_smooth_to_inverted_pixcorr"]["mean"]
+            < extra["gen_all_to_inverted_pixcorr"]["mean"])
+
+
+def test_reconstructions_of_mismatched_betas_are_not_identified(data):
+    images, voxels = data
+    model = DeepImageReconstruction(input_size=16, max_units=300, iterations=40, device="cpu",
+                                    layers=["relu1", "relu3"], seed=0)
+    model.fit(voxels[:70], images[:70])
+    shuffled = voxels[70:][np.random.default_rng(1).permutation(30)]
+    families = np.array(["a"] * 100)
+    extra = model.extra_metrics(_evaluation_data(np.vstack([voxels[:70], shuffled]), images,
+                                                 families, 70))
+    entry = extra["reconfeat_ident2"]
+    assert entry["ci_low"] < 0.5 < entry["ci_high"] or abs(entry["mean"] - 0.5) < 0.1, entry
+
+
+def test_generalisation_setting_is_checked():
+    with pytest.raises(ValueError, match="methods.dir.generalisation"):
+        DeepImageReconstruction(generalisation={"from": "natural"})
+    model = DeepImageReconstruction(generalisation="natural")
+    assert model.generalisation == {"train": "natural", "test": None}
+    assert model.settings()["generalisation"] == {"train": "natural", "test": None}
+
+
+def test_prior_comparison_is_the_paired_difference_of_both_priors(tmp_path, data):
+    from fmrirecon.generative.vaegan import FORMAT, build_networks
+
+    encoder, decoder, _ = build_networks(16, 1, 8, base_channels=8)
+    path = tmp_path / "generator.pt"
+    torch.save({"format": FORMAT, "encoder": encoder.state_dict(), "decoder": decoder.state_dict(),
+                "config": {"image_size": 16, "channels": 1, "latent_dim": 8, "base_channels": 8}},
+               path)
+    images, voxels = data
+    with pytest.raises(ValueError, match="compare_priors"):
+        DeepImageReconstruction(compare_priors=True)
+    model = DeepImageReconstruction(input_size=16, max_units=200, iterations=30, device="cpu",
+                                    layers=["relu1", "relu3"], prior="generator",
+                                    generator=str(path), compare_priors=True, seed=0)
+    model.fit(voxels[:70], images[:70])
+    extra = model.extra_metrics(_evaluation_data(voxels, images, np.array(["a"] * 100), 70))
+    gen = model.reconstruct(voxels[70:])
+    pix = model.reconstruct(voxels[70:], prior="pixel")
+    # An untrained generator draws near-constant images: the pixel prior wins clearly.
+    expected = np.mean(pixcorr(gen, images[70:]) - pixcorr(pix, images[70:]))
+    entry = extra["prior_gain_pixcorr"]
+    assert entry["mean"] == pytest.approx(expected, abs=1e-5) and entry["chance"] == 0.0
+    assert entry["ci_high"] < 0
+    assert {"prior_gain_ident2_pixel", "prior_gain_ident2_feature"} <= set(extra)

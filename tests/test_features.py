@@ -106,3 +106,30 @@ def test_feature_identification(extractor):
     images = smooth_images(6, size=16, seed=2)
     ident = feature_identification(images, images, extractor)
     assert all(np.all(v == 1.0) for v in ident.values())
+
+
+def test_dir_and_selfsup_share_a_trained_network_and_its_accuracy(tmp_path):
+    from fmrirecon.features import network_summary, network_training, trained_network_file
+
+    training = {"folder": "cifar", "epochs": 2}
+    methods = {"dir": {"train_network": training},
+               "sspairs": {"method": "selfsup", "cycles": False, "train_network": training},
+               "pca": {"n_components": 5}}
+    assert network_training(methods, "smallconv") == training
+    assert trained_network_file(methods["dir"], tmp_path) == {"weights": tmp_path / "smallconv_weights.pt"}
+    assert trained_network_file(methods["sspairs"], tmp_path, "selfsup") == {
+        "perceptual_weights": tmp_path / "smallconv_weights.pt"}
+    assert trained_network_file(methods["pca"], tmp_path) == {}
+    with pytest.raises(ValueError, match="different train_network"):
+        network_training({**methods, "dir": {"train_network": {**training, "epochs": 3}}}, "smallconv")
+    with pytest.raises(ValueError, match="no method trains"):
+        network_training({"pca": {}}, "smallconv")
+
+    # The held-out accuracy of the sidecar, as a metric with a Wilson interval.
+    weights = tmp_path / "smallconv_weights.pt"
+    assert network_summary(weights) == {}  # no sidecar: random or external weights
+    (tmp_path / "smallconv_weights.pt.json").write_text(json.dumps(
+        {"val_accuracy": 0.6, "n_val": 1000, "classes": list("abcdefghij")}))
+    entry = network_summary(weights)
+    assert entry["mean"] == 0.6 and entry["chance"] == pytest.approx(0.1)
+    assert 0.56 < entry["ci_low"] < 0.6 < entry["ci_high"] < 0.64

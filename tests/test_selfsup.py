@@ -169,3 +169,135 @@ def test_bad_settings_and_inputs_name_the_parameter(data):
     with pytest.raises(ValueError, match="unpaired_folder"):
         SelfSupervisedReconstruction(unpaired_folder="/nonexistent/folder", encoder_epochs=1,
                                      decoder_epochs=1, **TINY).fit(noisy[:10], images[:10])
+
+
+def _evaluation_data(images, betas, n_train, stimuli=None, noise_ceiling=None):
+    from fmrirecon.methods import EvaluationData
+
+    names = np.array([f"im{i:03d}.png" for i in range(len(images))])
+    return EvaluationData(
+        split="test", train_betas=betas[:n_train], train_images=images[:n_train],
+        train_stim_files=names[:n_train], test_betas=betas[n_train:],
+        test_images=images[n_train:], test_stim_files=names[n_train:], stimuli=stimuli,
+        noise_ceiling=noise_ceiling, seed=0, n_boot=200)
+
+
+def test_extra_metrics_encoder_quality_against_the_noise_ceiling(data):
+    images, clean, noisy = data
+    # The test responses are the clean ones plus noise of SD 0.7: a ceiling of
+    # 100 / (1 + 0.49) percent of their variance.
+    rng = np.random.default_rng(5)
+    measured = clean.copy()
+    measured[200:] += 0.7 * rng.standard_normal(measured[200:].shape)
+    ceiling = np.full(clean.shape[1], 100 / 1.49)
+    metrics = {}
+    for epochs in (0, 15):
+        model = SelfSupervisedReconstruction(seed=0, encoder_epochs=epochs, decoder_epochs=0,
+                                             **TINY).fit(noisy[:200], images[:200])
+        metrics[epochs] = model.extra_metrics(
+            _evaluation_data(images, np.vstack([noisy[:200], measured[200:]]), 200,
+                             noise_ceiling=ceiling))
+    trained, untrained = metrics[15], metrics[0]
+    r = trained["encoder_r"]
+    assert r["chance"] == 0.0 and 0.3 < r["ci_low"] <= r["mean"] <= r["ci_high"], r
+    assert trained["encoder_ceiling_r"]["mean"] == pytest.approx(np.sqrt(1 / 1.49))
+    assert r["mean"] < trained["encoder_ceiling_r"]["mean"] + 0.05  # no better than possible
+    frac = trained["encoder_fraction_of_ceiling"]
+    assert 0.2 < frac["mean"] < 1.1 and frac["ci_low"] <= frac["mean"] <= frac["ci_high"]
+    assert untrained["encoder_r"]["mean"] < r["ci_low"]
+    assert "semantic_top1" not in trained  # no semantic_folder
+
+
+def _class_images(n_per_class, classes, size, seed):
+    """Images whose class is a bright blob at a class-specific place."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size] / size
+    out, labels = [], []
+    for c in range(classes):
+        cy, cx = 0.25 + 0.5 * (c // 3), 0.2 + 0.3 * (c % 3)
+        blob = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / 0.01)
+        for _ in range(n_per_class):
+            img = 0.2 + 0.6 * blob + 0.05 * rng.standard_normal((size, size))
+            out.append(np.clip(img, 0, 1)[..., None])
+            labels.append(f"n{c:02d}")
+    return np.array(out, dtype=np.float32), np.array(labels)
+
+
+def test_extra_metrics_semantic_classification_with_folder_prototypes(tmp_path):
+    from fmrirecon.simulate.stimuli import save_png
+
+    images, labels = _class_images(20, 6, SIZE, seed=0)
+    folder = tmp_path / "labelled"
+    (folder / "images").mkdir(parents=True)
+    files = [f"images/{i:04d}.png" for i in range(len(images))]
+    for f, img in zip(files, images):
+        save_png(folder / f, img)
+    pd.DataFrame({"file": files, "wnid": labels}).to_csv(folder / "labels.tsv", sep="\t",
+                                                          index=False)
+    # The study shows 10 images of each class 0-3 in training and 4 of each class in test:
+    # classes 4 and 5 are never seen in training.
+    pick = np.r_[[np.arange(c * 20, c * 20 + 10) for c in range(4)]].ravel()
+    test = np.r_[[np.arange(c * 20 + 10, c * 20 + 14) for c in range(6)]].ravel()
+    shown = np.r_[pick, test]
+    study = images[shown]
+    betas = linear_voxels(study, n_voxels=40, noise=0.3)
+    names = np.array([f"im{i:03d}.png" for i in range(len(shown))])
+    stimuli = pd.DataFrame({"stim_file": names, "source_file": np.array(files)[shown],
+                            "wnid": labels[shown]})
+    model = SelfSupervisedReconstruction(
+        seed=0, encoder_epochs=10, decoder_epochs=30, cycles=False,
+        semantic_folder=str(folder), semantic_layers=["relu1", "relu2"],
+        semantic_k=[1, 2], **TINY).fit(betas[:len(pick)], study[:len(pick)])
+    extra = model.extra_metrics(_evaluation_data(study, betas, len(pick), stimuli=stimuli))
+    for prefix in ("semantic", "semantic_unseen", "semantic_stimulus"):
+        for k in (1, 2):
+            entry = extra[f"{prefix}_top{k}"]
+            assert entry["chance"] == pytest.approx(k / 6)
+            assert entry["ci_low"] <= entry["mean"] <= entry["ci_high"]
+    # Prototypes leave out the study's images, yet classify the shown images ...
+    assert extra["semantic_stimulus_top1"]["ci_low"] > 0.5
+    # ... and the reconstructions better than chance.
+    assert extra["semantic_top1"]["mean"] > 2 / 6
+
+
+def test_encoder_keeps_the_epoch_of_lowest_heldout_loss(data):
+    images, _, noisy = data
+    model = SelfSupervisedReconstruction(seed=0, encoder_epochs=8, decoder_epochs=0,
+                                         encoder_val_fraction=0.2, **TINY)
+    model.fit(noisy[:100], images[:100])
+    hist = model.history_[model.history_.phase == "encoder"]
+    assert hist["heldout"].notna().all()
+    assert model.encoder_epoch_ == int(hist.loc[hist["heldout"].idxmin(), "epoch"])
+    # The kept weights are those of that epoch: their held-out loss is the minimum.
+    val = model._encoder_split(images[:100])[1].numpy()
+    z = torch.from_numpy(model._standardise(noisy[:100][val]))
+    x = torch.from_numpy(images[:100][val].transpose(0, 3, 1, 2).copy())
+    with torch.no_grad():
+        loss = voxel_loss(model.encoder_(x), z, torch.from_numpy(model.voxel_weights_),
+                          model.settings["cosine_weight"])
+    assert float(loss) == pytest.approx(hist["heldout"].min(), rel=1e-5)
+    with pytest.raises(ValueError, match="encoder_val_fraction"):
+        SelfSupervisedReconstruction(encoder_val_fraction=1.0, encoder_epochs=1,
+                                     decoder_epochs=0, **TINY).fit(noisy[:20], images[:20])
+
+
+def test_ablation_metrics_are_paired_differences_of_the_two_decoders(data):
+    from fmrirecon.evaluation import pixcorr
+
+    images, _, noisy = data
+    model = SelfSupervisedReconstruction(seed=3, encoder_epochs=3, decoder_epochs=3,
+                                         ablation=True, **TINY)
+    model.fit(noisy[:100], images[:100], unpaired_betas=noisy[200:],
+              unpaired_images=images[100:200])
+    extra = model.extra_metrics(_evaluation_data(images, noisy, 200))
+    cyc = pixcorr(model.reconstruct(noisy[200:], variant="cycles"), images[200:])
+    pairs = pixcorr(model.reconstruct(noisy[200:], variant="pairs"), images[200:])
+    entry = extra["cycles_gain_pixcorr"]
+    assert entry["mean"] == pytest.approx(np.mean(cyc - pairs), abs=1e-6)
+    assert entry["chance"] == 0.0 and entry["ci_low"] <= entry["mean"] <= entry["ci_high"]
+    assert {"cycles_gain_nway2", "cycles_gain_nway5", "cycles_gain_nway10"} <= set(extra)
+    # A model with one decoder has nothing to compare.
+    single = SelfSupervisedReconstruction(seed=3, encoder_epochs=1, decoder_epochs=1, **TINY)
+    single.fit(noisy[:40], images[:40])
+    assert not any(k.startswith("cycles_gain") for k in single.extra_metrics(
+        _evaluation_data(images, noisy, 200)))

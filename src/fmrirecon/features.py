@@ -499,6 +499,7 @@ def train_small_network(images, labels, out: str | Path | None = None, *, size: 
         "classes": [str(c) for c in classes],
         "val_accuracy": accuracy,
         "n_train": int(len(train)),
+        "n_val": int(n_val),
         "epochs": int(epochs),
         "seed": int(seed),
     }
@@ -596,7 +597,8 @@ def extract_stimulus_features(stimuli_dir: str | Path, settings: dict, images: d
 
 
 def train_feature_network(folder: str | Path, settings: dict, seed: int, out: str | Path) -> dict:
-    """Train ``smallconv`` on a labelled image folder (config ``methods.dir.train_network``).
+    """Train ``smallconv`` on a labelled image folder (config ``train_network`` of a
+    ``dir`` or ``selfsup`` method).
 
     Parameters
     ----------
@@ -620,7 +622,7 @@ def train_feature_network(folder: str | Path, settings: dict, seed: int, out: st
     known = {"folder", "column", "size", "epochs", "limit", "width", "batch_size", "lr", "device"}
     unknown = set(settings) - known
     if unknown:
-        raise ValueError(f"methods.dir.train_network: unknown keys {sorted(unknown)}; known {sorted(known)}")
+        raise ValueError(f"methods.<name>.train_network: unknown keys {sorted(unknown)}; known {sorted(known)}")
     images, labels = load_labelled_images(folder, size=settings.get("size", 32),
                                           column=settings.get("column", "class_name"),
                                           limit=settings.get("limit"), seed=seed)
@@ -633,8 +635,29 @@ def train_feature_network(folder: str | Path, settings: dict, seed: int, out: st
     return meta
 
 
+#: Implementations that can use a locally trained network, and the setting naming it
+#: (the key that receives the checkpoint path is given by :func:`trained_network_file`).
+NETWORK_KEYS = {"dir": ("network", "weights"),
+                "selfsup": ("perceptual_network", "perceptual_weights")}
+
+
+def _network_of(name: str, settings: dict) -> tuple[str | None, dict | None]:
+    """(network, train_network settings) of one config method, (None, None) if it trains none."""
+    from .methods import implementation
+
+    settings = settings or {}
+    keys = NETWORK_KEYS.get(implementation(name, settings))
+    if keys is None or not settings.get("train_network"):
+        return None, None
+    return settings.get(keys[0], "smallconv"), settings["train_network"]
+
+
 def network_training(methods: dict, network: str) -> dict:
-    """The ``train_network`` settings of the first config method that trains ``network``.
+    """The ``train_network`` settings of the config methods that train ``network``.
+
+    Every ``dir`` entry (``network``) and ``selfsup`` entry (``perceptual_network``)
+    with ``train_network`` shares one checkpoint per network, so they must agree on
+    its training settings.
 
     Parameters
     ----------
@@ -643,18 +666,58 @@ def network_training(methods: dict, network: str) -> dict:
     network : str
         Network name (``smallconv``).
     """
-    from .methods import implementation
-
+    found = {}
     for name, settings in methods.items():
-        settings = settings or {}
-        if (implementation(name, settings) == "dir" and settings.get("train_network")
-                and settings.get("network", "smallconv") == network):
-            return settings["train_network"]
-    raise ValueError(f"config['methods']: no dir method trains network {network!r}")
+        net, training = _network_of(name, settings)
+        if net == network:
+            found[name] = training
+    if not found:
+        raise ValueError(f"config['methods']: no method trains network {network!r}")
+    first = next(iter(found))
+    differ = [name for name, training in found.items() if training != found[first]]
+    if differ:
+        raise ValueError(f"config['methods']: {first} and {', '.join(differ)} train network "
+                         f"{network!r} with different train_network settings; they share one "
+                         f"checkpoint, so give them the same settings")
+    return found[first]
 
 
-def trained_network_file(settings: dict, features_dir) -> dict:
-    """``{"weights": path}`` of the checkpoint a dir method trains locally, or ``{}``."""
+def trained_network_file(settings: dict, features_dir, implementation: str = "dir") -> dict:
+    """``{parameter: path}`` of the checkpoint a method trains locally, or ``{}``.
+
+    Parameters
+    ----------
+    settings : dict
+        The method's config section.
+    features_dir : str or Path
+        Folder of the trained checkpoints (``<network>_weights.pt``).
+    implementation : {"dir", "selfsup"}
+        The parameter is ``weights`` for ``dir``, ``perceptual_weights`` for ``selfsup``.
+    """
     if not settings.get("train_network"):
         return {}
-    return {"weights": Path(features_dir) / f"{settings.get('network', 'smallconv')}_weights.pt"}
+    network_key, weights_key = NETWORK_KEYS[implementation]
+    return {weights_key: Path(features_dir) / f"{settings.get(network_key, 'smallconv')}_weights.pt"}
+
+
+def network_summary(weights) -> dict:
+    """Held-out accuracy of a locally trained network, as a metric entry, or ``{}``.
+
+    Reads the sidecar ``<weights>.json`` written by :func:`train_small_network`; the
+    interval is a Wilson 95% interval over the held-out images and chance is one over
+    the number of classes. Empty for random or torchvision weights (no sidecar).
+    """
+    if weights is None:
+        return {}
+    sidecar = Path(str(weights) + ".json")
+    if not sidecar.is_file():
+        return {}
+    meta = json.loads(sidecar.read_text())
+    acc, n_val, classes = meta.get("val_accuracy"), meta.get("n_val"), meta.get("classes") or []
+    if acc is None or not n_val or not classes:
+        return {}
+    z = 1.959964
+    centre = (acc + z * z / (2 * n_val)) / (1 + z * z / n_val)
+    half = z * np.sqrt(acc * (1 - acc) / n_val + z * z / (4 * n_val ** 2)) / (1 + z * z / n_val)
+    return {"mean": float(acc), "ci_low": float(centre - half), "ci_high": float(centre + half),
+            "chance": 1.0 / len(classes)}

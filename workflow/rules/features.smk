@@ -1,11 +1,13 @@
-# Deep-network features for deep image reconstruction ("dir" methods).
+# Deep-network features for deep image reconstruction ("dir" methods) and the
+# perceptual loss and semantic read-outs of "selfsup" methods.
 #
-# No pretrained weights can be downloaded offline: with `train_network` in a dir
-# method's settings, e.g.
+# No pretrained weights can be downloaded offline: with `train_network` in a dir or
+# selfsup method's settings, e.g.
 #   train_network: {folder: ../shared/data/images/cifar10_test, column: class_name, epochs: 10}
 # the small CNN is first trained locally and its checkpoint becomes the method's
-# `weights`. Otherwise `weights` is a checkpoint path, a torchvision weights name, or
-# null (seeded random initialisation); the report says which.
+# `weights` (dir) or `perceptual_weights` (selfsup); methods training the same network
+# share one checkpoint. Otherwise those keys are a checkpoint path, a torchvision
+# weights name, or null (seeded random initialisation); the report says which.
 
 from fmrirecon.features import network_training, trained_network_file
 
@@ -15,6 +17,9 @@ DIR_METHODS = [m for m in METHODS if implementation(m, method_settings(m)) == "d
 
 
 METHOD_FILES.setdefault("dir", []).append(lambda settings: trained_network_file(settings, FEATURES))
+METHOD_FILES.setdefault("selfsup", []).append(
+    lambda settings: trained_network_file(settings, FEATURES, "selfsup")
+)
 
 
 rule train_feature_network:
@@ -32,7 +37,7 @@ rule train_feature_network:
     log:
         LOGS / "train_feature_network" / "{network}.log",
     conda:
-        "../../envs/fmrirecon.yaml"
+        "../../envs/torch.yaml"
     script:
         "../scripts/train_feature_network.py"
 
@@ -54,6 +59,6 @@ rule extract_features:
     log:
         LOGS / "extract_features" / "stimuli_desc-{method}.log",
     conda:
-        "../../envs/fmrirecon.yaml"
+        "../../envs/torch.yaml"
     script:
         "../scripts/extract_features.py"

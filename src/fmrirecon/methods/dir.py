@@ -16,6 +16,7 @@ at once instead of per-image gradient descent with momentum.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import sys
 from collections import OrderedDict
@@ -459,6 +460,14 @@ class DeepImageReconstruction(ReconstructionMethod):
     threads : int, optional
         CPU threads of torch while fitting and reconstructing (default: torch's
         own). On a shared CPU, 1 can be many times faster than oversubscribing.
+    generalisation : dict, optional
+        ``{"train": family, "test": [families]}``: :meth:`extra_metrics` also fits a
+        copy on the training trials of one stimulus family (``family`` column of the
+        stimuli table) and scores it on each test family (Shen et al.'s check of
+        training on natural images and testing on shapes and letters).
+    compare_priors : bool
+        :meth:`extra_metrics` also reconstructs with the other prior (same decoders,
+        same settings) and reports the paired per-image differences ``prior_gain_*``.
     seed : int
     """
 
@@ -471,12 +480,16 @@ class DeepImageReconstruction(ReconstructionMethod):
                  iterations: int = 200, lr: float = 0.05, latent_lr: float = 0.05,
                  layer_weights: dict | None = None, tv_weight: float = 0.5, jitter: int = 0,
                  latent_weight: float = 0.01, init: str = "mean", device: str = "auto",
-                 threads: int | None = None, seed: int = 0, **params):
+                 threads: int | None = None, generalisation: dict | None = None,
+                 compare_priors: bool = False, seed: int = 0, **params):
         super().__init__(seed=seed, **params)
+        generalisation = _check_generalisation(generalisation)
         if prior not in ("pixel", "generator"):
             raise ValueError(f"methods.dir.prior: {prior!r} is not 'pixel' or 'generator'")
         if prior == "generator" and not generator:
             raise ValueError("methods.dir.generator: a generator path is required with prior 'generator'")
+        if compare_priors and not generator:
+            raise ValueError("methods.dir.compare_priors: needs a generator (both priors run)")
         if init not in ("mean", "gray"):
             raise ValueError(f"methods.dir.init: {init!r} is not 'mean' or 'gray'")
         if n_voxels is not None and int(n_voxels) < 1:
@@ -501,15 +514,36 @@ class DeepImageReconstruction(ReconstructionMethod):
         self.init = init
         self.device = device
         self.threads = threads
+        self.generalisation = generalisation
+        self.compare_priors = bool(compare_priors)
         self._extractor = None
         self._generator = None
+        self._recon_cache = None
+
+    #: Constructor settings (besides seed), as in the config; see :meth:`settings`.
+    _SETTINGS = ("network", "weights", "layers", "input_size", "max_units", "n_voxels",
+                 "alphas", "n_folds", "prior", "generator", "iterations", "lr", "latent_lr",
+                 "layer_weights", "tv_weight", "jitter", "latent_weight", "init", "device",
+                 "threads", "generalisation", "compare_priors")
+
+    def settings(self) -> dict:
+        """The constructor settings of this model (seed aside), e.g. to fit a copy."""
+        return {key: getattr(self, key) for key in self._SETTINGS}
 
     # Torch modules are rebuilt from the settings rather than pickled.
     def __getstate__(self):
         state = dict(self.__dict__)
         state["_extractor"] = None
         state["_generator"] = None
+        state["_recon_cache"] = None
         return state
+
+    def __setstate__(self, state):
+        # Models pickled before a setting existed get its default.
+        state.setdefault("generalisation", None)
+        state.setdefault("compare_priors", False)
+        state.setdefault("_recon_cache", None)
+        self.__dict__.update(state)
 
     @property
     def extractor(self):
@@ -609,8 +643,16 @@ class DeepImageReconstruction(ReconstructionMethod):
         """Images (n, H, W, C) whose features match the decoded ones.
 
         ``prior`` overrides the configured one (e.g. to compare pixel and generator).
+        The last result is kept in memory: the workflow reconstructs, then asks
+        :meth:`extra_metrics` about the same betas, and optimisation is the slow step.
         """
-        return self.invert(self.decode_layers(betas), prior=prior)
+        betas = np.ascontiguousarray(betas, dtype=np.float32)
+        key = (prior or self.prior, betas.shape, hashlib.sha1(betas.tobytes()).hexdigest())
+        if self._recon_cache is not None and self._recon_cache[0] == key:
+            return self._recon_cache[1].copy()
+        recon = self.invert(self.decode_layers(betas), prior=prior)
+        self._recon_cache = (key, recon.copy())
+        return recon
 
     def invert(self, targets: dict, prior: str | None = None, progress: bool = True) -> np.ndarray:
         """Optimise images whose features match ``targets`` (decoded or true features)."""
@@ -634,6 +676,30 @@ class DeepImageReconstruction(ReconstructionMethod):
         return OrderedDict((name, values if self.units_[name] is None else values[:, self.units_[name]])
                            for name, values in features.items() if name in self.decoders_)
 
+    def feature_identification(self, recon, true) -> dict[str, np.ndarray]:
+        """2-way identification of ``recon`` among ``true`` by deep-feature correlation.
+
+        Features are those of the decoded units, z-scored with the training images'
+        statistics, as for decoded features: raw activations share a large mean
+        pattern that makes every image correlate with every other.
+
+        Returns
+        -------
+        dict of str to ndarray, shape (n,)
+            Per layer, the fraction of other images whose features correlate less
+            with the reconstruction's than the shown image's do (chance 0.5).
+        """
+        from ..evaluation import correlation_matrix, identification_2way
+
+        a, b = self.true_features(recon), self.true_features(true)
+        out = OrderedDict()
+        for name in a:
+            sd = np.where(self.feature_std_[name] > 0, self.feature_std_[name], 1.0)
+            za = (a[name] - self.feature_mean_[name]) / sd
+            zb = (b[name] - self.feature_mean_[name]) / sd
+            out[name] = identification_2way(correlation_matrix(za, zb))
+        return out
+
     def feature_accuracy(self, betas, images) -> "pd.DataFrame":
         """Decoded-feature accuracy per layer on held-out ``betas`` and their ``images``.
 
@@ -643,22 +709,182 @@ class DeepImageReconstruction(ReconstructionMethod):
                                         self.feature_mean_, self.feature_std_)
 
     def extra_metrics(self, data):
-        """Decoded-feature accuracy per layer: pattern correlation and 2-way
-        identification by decoded features, with bootstrap CIs over images."""
+        """Decoded-feature accuracy, feature identification of the reconstructions and,
+        with ``generalisation``, decoding across stimulus families.
+
+        Entries (95% bootstrap CIs over images):
+
+        - ``featpattern_<layer>``, ``featident2_<layer>``: pattern correlation and 2-way
+          identification of the *decoded* features with the true ones (chance 0, 0.5);
+        - ``reconfeat_ident2_<layer>`` and ``reconfeat_ident2`` (mean over layers): 2-way
+          identification of the *reconstructions* by the correlation of their features
+          with those of the shown images, in this method's network (chance 0.5);
+        - ``weights_accuracy``: held-out accuracy of a locally trained network;
+        - with ``generalisation`` and a ``family`` column in the stimuli table, see
+          :meth:`generalisation_metrics`.
+        """
         from ..evaluation import bootstrap_ci
+        from ..features import network_summary
 
         rng = np.random.default_rng(data.seed)
         scores = decoded_feature_scores(self.decode_layers(data.test_betas),
                                         self.true_features(data.test_images),
                                         self.feature_mean_, self.feature_std_)
         out = {}
+
+        def add(name, values, chance):
+            values = np.asarray(values, dtype=np.float64)
+            low, high = bootstrap_ci(values, n_boot=data.n_boot, rng=rng)
+            out[name] = {"mean": float(np.nanmean(values)) if np.isfinite(values).any()
+                         else np.nan, "ci_low": low, "ci_high": high, "chance": chance}
+
         for layer, score in scores.items():
             for kind, chance in (("pattern", 0.0), ("ident2", 0.5)):
-                values = score[kind]
-                low, high = bootstrap_ci(values, n_boot=data.n_boot, rng=rng)
-                out[f"feat{kind}_{layer}"] = {"mean": float(np.nanmean(values)), "ci_low": low,
-                                              "ci_high": high, "chance": chance}
+                add(f"feat{kind}_{layer}", score[kind], chance)
+        if len(data.test_betas) > 1:
+            recon = self.reconstruct(data.test_betas)
+            by_layer = self.feature_identification(recon, np.asarray(data.test_images, np.float32))
+            for layer, values in by_layer.items():
+                add(f"reconfeat_ident2_{layer}", values, 0.5)
+            add("reconfeat_ident2", np.nanmean(np.vstack(list(by_layer.values())), 0), 0.5)
+        entry = network_summary(self.weights) if self.weights else {}
+        if entry:
+            out["weights_accuracy"] = entry
+        if self.compare_priors and len(data.test_betas) > 1:
+            out.update(self.prior_comparison(data, recon))
+        if self.generalisation is not None:
+            out.update(self.generalisation_metrics(data))
         return out
+
+    def prior_comparison(self, data, recon=None) -> dict:
+        """Paired comparison of this model's prior with the other one.
+
+        The decoded features are inverted again with the other prior (``pixel`` <->
+        ``generator``); per image, ``prior_gain_<score>`` is the score of this model's
+        reconstruction minus that of the other, for ``pixcorr``, ``ident2_pixel`` and
+        ``ident2_feature`` (see :func:`identification_scores`), with a 95% bootstrap CI
+        over images (chance 0: no difference). Pairing by image removes the spread
+        between images that two separate intervals would carry.
+        """
+        from ..evaluation import bootstrap_ci
+
+        other = "pixel" if self.prior == "generator" else "generator"
+        true = np.asarray(data.test_images, dtype=np.float32)
+        if recon is None:
+            recon = self.reconstruct(data.test_betas)
+        mine = identification_scores(recon, true, self.feature_identification)
+        # A direct inversion: the cache keeps the reconstruction the workflow saved.
+        theirs = identification_scores(self.invert(self.decode_layers(data.test_betas), prior=other),
+                                       true, self.feature_identification)
+        rng = np.random.default_rng([data.seed, 23])
+        out = {}
+        for score in mine:
+            diff = np.asarray(mine[score], np.float64) - np.asarray(theirs[score], np.float64)
+            low, high = bootstrap_ci(diff, n_boot=data.n_boot, rng=rng)
+            out[f"prior_gain_{score}"] = {"mean": float(np.nanmean(diff)), "ci_low": low,
+                                          "ci_high": high, "chance": 0.0}
+        return out
+
+    def generalisation_metrics(self, data) -> dict:
+        """Family generalisation (Shen et al. 2019): train on one family, test on others.
+
+        A copy of this model (same settings and seed) is fitted on the training trials
+        of the family ``generalisation["train"]`` only, and reconstructs the split's
+        items of each family in ``generalisation["test"]`` (default: every family).
+        For each test family ``f``, entries ``gen_<train>_to_<f>_<score>`` and, from this
+        model (trained on every family), ``gen_all_to_<f>_<score>``, where ``<score>`` is
+        ``pixcorr`` (chance 0), ``ident2_pixel`` and ``ident2_feature`` (2-way
+        identification among that family's items by pixel and by deep-feature
+        correlation, in this model's network; chance 0.5). 95% bootstrap CIs over items.
+        Empty, with a warning, without a ``family`` column.
+        """
+        from ..evaluation import bootstrap_ci
+
+        table = data.stimuli
+        if table is None or "family" not in table:
+            log.warning("dir generalisation: the stimuli table has no 'family' column; skipped")
+            return {}
+        families = dict(zip(table["stim_file"].astype(str), table["family"].astype(str)))
+        train_fam = np.array([families[str(f)] for f in data.train_stim_files])
+        test_fam = np.array([families[str(f)] for f in data.test_stim_files])
+        source = self.generalisation["train"]
+        targets = self.generalisation.get("test") or sorted(set(test_fam))
+        keep = train_fam == source
+        if keep.sum() < 3:
+            raise ValueError(f"methods.dir.generalisation.train: {keep.sum()} training trials "
+                             f"of family {source!r} (families: {sorted(set(train_fam))})")
+        settings = {**self.settings(), "generalisation": None}
+        narrow = type(self)(seed=self.seed, **settings)
+        narrow._extractor, narrow._generator = self._extractor, self._generator
+        log.info("dir generalisation: fitting on %d %s training trials", keep.sum(), source)
+        narrow.fit(np.asarray(data.train_betas)[keep], np.asarray(data.train_images)[keep])
+        betas = np.asarray(data.test_betas, dtype=np.float32)
+        true = np.asarray(data.test_images, dtype=np.float32)
+        models = {source: narrow, "all": self}
+        rng = np.random.default_rng([data.seed, 17])
+        out = {}
+        for name, model in models.items():
+            recon = model.reconstruct(betas)
+            for family in targets:
+                sel = test_fam == family
+                if sel.sum() < 2:
+                    log.warning("dir generalisation: %d test items of %s", sel.sum(), family)
+                    continue
+                scores = identification_scores(recon[sel], true[sel], self.feature_identification)
+                for score, values in scores.items():
+                    low, high = bootstrap_ci(values, n_boot=data.n_boot, rng=rng)
+                    out[f"gen_{name}_to_{family}_{score}"] = {
+                        "mean": float(np.nanmean(values)), "ci_low": low, "ci_high": high,
+                        "chance": 0.0 if score == "pixcorr" else 0.5}
+        return out
+
+
+def _check_generalisation(value) -> dict | None:
+    """``methods.dir.generalisation``: None or ``{"train": family, "test": [families]}``."""
+    if value is None or value is False:
+        return None
+    if isinstance(value, str):
+        value = {"train": value}
+    if not isinstance(value, dict) or not isinstance(value.get("train"), str) \
+            or set(value) - {"train", "test"}:
+        raise ValueError("methods.dir.generalisation: expected {train: <family>, test: "
+                         f"[<family>, ...]}} (test optional), got {value!r}")
+    test = value.get("test")
+    if isinstance(test, str):
+        test = [test]
+    return {"train": value["train"], "test": None if test is None else [str(t) for t in test]}
+
+
+def identification_scores(recon, true, feature_identification) -> dict:
+    """Per-image ``pixcorr``, ``ident2_pixel`` and ``ident2_feature`` of reconstructions.
+
+    Parameters
+    ----------
+    recon, true : ndarray, shape (n, H, W, C)
+    feature_identification : FeatureExtractor or callable
+        ``f(recon, true) -> {layer: (n,)}`` 2-way identification by features (e.g.
+        :meth:`DeepImageReconstruction.feature_identification`); an extractor means
+        :func:`fmrirecon.features.feature_identification` on raw activations.
+
+    Returns
+    -------
+    dict of str to ndarray, shape (n,)
+        Pixel correlation with the shown image; exhaustive 2-way identification among
+        the ``n`` images by pixel correlation and by deep-feature correlation (the
+        latter averaged over the extractor's layers). Chance 0, 0.5, 0.5.
+    """
+    from ..evaluation import correlation_matrix, identification_2way, pixcorr
+    from ..features import FeatureExtractor, feature_identification as by_features
+
+    recon = np.asarray(recon, dtype=np.float32)
+    true = np.asarray(true, dtype=np.float32)
+    if isinstance(feature_identification, FeatureExtractor):
+        by_layer = by_features(recon, true, feature_identification)
+    else:
+        by_layer = feature_identification(recon, true)
+    return {"pixcorr": pixcorr(recon, true),
+            "ident2_pixel": identification_2way(correlation_matrix(recon, true)),
+            "ident2_feature": np.nanmean(np.vstack(list(by_layer.values())), 0)}
 
 
 # ---------------------------------------------------------------- generalisation
@@ -718,8 +944,8 @@ def family_generalisation(train_betas, train_images, train_families, test_betas,
     """
     import pandas as pd
 
-    from ..evaluation import correlation_matrix, identification_2way, pixcorr
-    from ..features import FeatureExtractor, feature_identification
+    from ..evaluation import pixcorr
+    from ..features import FeatureExtractor
     from . import get_method
 
     train_families = np.asarray(train_families).astype(str)
@@ -745,11 +971,14 @@ def family_generalisation(train_betas, train_images, train_families, test_betas,
                    "within": source in (target, "all"),
                    "n_train": int(keep.sum()), "n_test": int(sel.sum()),
                    "pixcorr": float(np.mean(pixcorr(recon, true))),
-                   "ident2_pixel": float(np.nanmean(identification_2way(correlation_matrix(recon, true))))
-                   if sel.sum() > 1 else np.nan}
-            by_layer = feature_identification(recon, true, fe) if sel.sum() > 1 else {}
-            row["ident2_feature"] = float(np.mean([np.nanmean(v) for v in by_layer.values()])) \
-                if by_layer else np.nan
+                   "ident2_pixel": np.nan, "ident2_feature": np.nan}
+            if sel.sum() > 1:
+                # A dir model identifies by its standardised features; others by raw ones.
+                ident = model.feature_identification if extractor is None and \
+                    isinstance(model, DeepImageReconstruction) else fe
+                scores = identification_scores(recon, true, ident)
+                row["ident2_pixel"] = float(np.nanmean(scores["ident2_pixel"]))
+                row["ident2_feature"] = float(np.nanmean(scores["ident2_feature"]))
             if isinstance(model, DeepImageReconstruction):
                 acc = model.feature_accuracy(np.asarray(test_betas)[sel], true)
                 row["profile_r"] = float(acc["profile_r"].mean())

@@ -47,6 +47,9 @@ log = logging.getLogger(__name__)
 DEFAULTS = {
     "width": 16,                 # channels of the first conv layer (doubled once)
     "encoder_epochs": 40,
+    # Fraction of the paired images held out to pick the encoder's epoch (lowest
+    # held-out voxel loss); 0 keeps the last epoch. The decoder still uses every pair.
+    "encoder_val_fraction": 0.0,
     "decoder_epochs": 40,
     "batch_size": 32,
     "lr_encoder": 3e-3,
@@ -71,7 +74,21 @@ DEFAULTS = {
     "resume": True,
     "device": "auto",
     "progress": True,
+    # Read by the workflow, not by fit: a locally trained perceptual network
+    # (features.train_feature_network); its checkpoint arrives as perceptual_weights.
+    "train_network": None,
+    # Semantic classification of the reconstructions (extra_metrics): class prototypes
+    # from a labelled folder's images not shown in the study.
+    "semantic_folder": None,
+    "semantic_label": "wnid",    # column of the folder's labels.tsv and of stimuli.tsv
+    "semantic_layers": ["relu3", "relu4", "fc5"],  # deeper layers of the perceptual network
+    "semantic_max_per_class": None,
+    "semantic_k": [1, 5],
 }
+
+#: Settings that change the metrics computed after fitting, not the fit.
+_EVALUATION_KEYS = {"train_network", "semantic_folder", "semantic_label", "semantic_layers",
+                    "semantic_max_per_class", "semantic_k"}
 
 CHECKPOINT_NAME = "selfsup_checkpoint.pt"
 HISTORY_NAME = "selfsup_history.tsv"
@@ -299,6 +316,9 @@ class SelfSupervisedReconstruction(ReconstructionMethod):
         (cycles, pairs) and the mean of each loss term (see :meth:`write_history`).
     voxel_weights_ : ndarray (V,)
         SNR weights of the voxel loss.
+    encoder_epoch_ : int
+        The encoder epoch kept: the last one, or with ``encoder_val_fraction`` the one
+        of lowest held-out voxel loss (column ``heldout`` of :attr:`history_`).
     """
 
     name = "selfsup"
@@ -405,13 +425,36 @@ class SelfSupervisedReconstruction(ReconstructionMethod):
             "zu": None if z_unpaired is None else torch.from_numpy(z_unpaired),
             "w": torch.from_numpy(self.voxel_weights_).to(self.device_),
         }
+        self._data["enc_train"], self._data["enc_val"] = self._encoder_split(images)
         self._fingerprint = _fingerprint(betas, images, unpaired_betas, unpaired_images,
                                          self.voxel_weights_) + json.dumps(
             {"seed": self.seed, **{k: v for k, v in s.items() if k not in (
-                "progress", "resume", "checkpoint_every", "device")}}, sort_keys=True, default=str)
+                "progress", "resume", "checkpoint_every", "device", *_EVALUATION_KEYS)}},
+            sort_keys=True, default=str)
         self._train()
         del self._data
         return self
+
+    def _encoder_split(self, images):
+        """Pairs the encoder trains on and those held out to pick its epoch.
+
+        Whole images are held out (a repeated image never sits on both sides).
+        """
+        frac = float(self.settings["encoder_val_fraction"])
+        n = len(images)
+        if not 0 <= frac < 1:
+            raise ValueError(f"methods.selfsup.encoder_val_fraction: expected [0, 1), got {frac}")
+        if frac == 0:
+            return torch.arange(n), None
+        ids = np.array([hashlib.sha1(np.ascontiguousarray(im).tobytes()).hexdigest()
+                        for im in images])
+        unique = np.unique(ids)
+        rng = np.random.default_rng([self.seed, 13])
+        held = rng.choice(len(unique), max(1, int(round(frac * len(unique)))), replace=False)
+        val = np.isin(ids, unique[held])
+        if val.all() or not val.any():
+            raise ValueError("methods.selfsup.encoder_val_fraction: leaves no pairs on one side")
+        return torch.from_numpy(np.flatnonzero(~val)), torch.from_numpy(np.flatnonzero(val))
 
     def _standardise(self, betas):
         return ((np.asarray(betas, dtype=np.float32) - self.beta_mean_) / self.beta_sd_).astype(np.float32)
@@ -430,6 +473,8 @@ class SelfSupervisedReconstruction(ReconstructionMethod):
             extractor.eval()
             for p in extractor.parameters():
                 p.requires_grad_(False)
+            self.perceptual_provenance_ = extractor.provenance
+            log.info("selfsup perceptual loss: %s", extractor.provenance)
         return ImageLoss(extractor, s["pixel_weight"], s["perceptual_weight"], s["tv_weight"])
 
     def _train(self):
@@ -444,6 +489,7 @@ class SelfSupervisedReconstruction(ReconstructionMethod):
             self.pairs_decoder_.parameters(), lr=s["lr_decoder"], weight_decay=s["weight_decay"])
         history: list[dict] = []
         start = {"encoder": 0, "decoder": 0}
+        best = None  # (held-out loss, epoch, encoder state) with encoder_val_fraction
         ckpt_dir = Path(s["checkpoint_dir"]) if s["checkpoint_dir"] else None
         ckpt_path = ckpt_dir / CHECKPOINT_NAME if ckpt_dir else None
         if ckpt_path is not None and s["resume"] and ckpt_path.exists():
@@ -464,6 +510,7 @@ class SelfSupervisedReconstruction(ReconstructionMethod):
             random.setstate(state["python_rng"])
             history = state["history"]
             start = state["start"]
+            best = state.get("encoder_best")
             log.info("selfsup: resumed from %s at %s", ckpt_path, start)
 
         def checkpoint(phase_start):
@@ -476,6 +523,7 @@ class SelfSupervisedReconstruction(ReconstructionMethod):
                 "opt_e": opt_e.state_dict(), "opt_d": opt_d.state_dict(),
                 "gen": gen.get_state(), "torch_rng": torch.get_rng_state(),
                 "numpy_rng": np.random.get_state(), "python_rng": random.getstate(),
+                "encoder_best": best,
             }
             if opt_p is not None:
                 state["pairs_decoder"] = self.pairs_decoder_.state_dict()
@@ -490,12 +538,23 @@ class SelfSupervisedReconstruction(ReconstructionMethod):
         # ---- phase 1: encoder on the pairs
         for epoch in range(start["encoder"], s["encoder_epochs"]):
             sums = self._encoder_epoch(opt_e, gen)
+            if self._data["enc_val"] is not None:
+                sums["heldout"] = self._encoder_heldout_loss()
+                if best is None or sums["heldout"] < best[0]:
+                    best = (sums["heldout"], epoch + 1, copy.deepcopy(
+                        {k: v.detach().cpu() for k, v in self.encoder_.state_dict().items()}))
             history.append({"phase": "encoder", "variant": "pairs", "epoch": epoch + 1, **sums})
             bar.update(1)
             bar.set_postfix_str(f"encoder loss {sums['loss']:.4f}")
             done = epoch + 1 == s["encoder_epochs"]
             if (epoch + 1) % s["checkpoint_every"] == 0 or done:
                 checkpoint({"encoder": epoch + 1, "decoder": 0})
+        self.encoder_epoch_ = s["encoder_epochs"]
+        if best is not None:
+            # The epoch of lowest held-out loss: later ones fit the pairs' noise.
+            self.encoder_.load_state_dict(best[2])
+            self.encoder_epoch_ = best[1]
+            log.info("selfsup: encoder of epoch %d (held-out loss %.4f)", best[1], best[0])
         # ---- phase 2: decoder(s), encoder frozen
         self.encoder_.eval()
         for p in self.encoder_.parameters():
@@ -521,11 +580,22 @@ class SelfSupervisedReconstruction(ReconstructionMethod):
         bs = self.settings["batch_size"]
         return [perm[i:i + bs] for i in range(0, n, bs)]
 
+    def _encoder_heldout_loss(self):
+        s, d, dev = self.settings, self._data, self.device_
+        self.encoder_.eval()
+        with torch.no_grad():
+            val = d["enc_val"]
+            loss = voxel_loss(self.encoder_(d["x"][val].to(dev)), d["z"][val].to(dev), d["w"],
+                              s["cosine_weight"])
+        return float(loss)
+
     def _encoder_epoch(self, opt, gen):
         s, d, dev = self.settings, self._data, self.device_
         self.encoder_.train()
         total, count = 0.0, 0
-        for idx in self._batches(len(d["x"]), gen):
+        rows = d["enc_train"]
+        for idx in self._batches(len(rows), gen):
+            idx = rows[idx]
             x, z = d["x"][idx].to(dev), d["z"][idx].to(dev)
             loss = voxel_loss(self.encoder_(x), z, d["w"], s["cosine_weight"])
             opt.zero_grad()
@@ -670,6 +740,175 @@ class SelfSupervisedReconstruction(ReconstructionMethod):
                 out.append(self.encoder_(x.to(self.device_)).cpu().numpy())
         z = np.concatenate(out) if out else np.zeros((0, len(self.beta_mean_)), np.float32)
         return z * self.beta_sd_ + self.beta_mean_
+
+    # -- metrics after reconstruction --------------------------------------------------
+
+    def feature_extractor(self, layers=None):
+        """The perceptual network (``perceptual_network`` / ``_weights``) as a
+        :class:`~fmrirecon.features.FeatureExtractor` on ``layers`` (default: its own)."""
+        from ..features import FeatureExtractor
+
+        s = self.settings
+        return FeatureExtractor(network=s["perceptual_network"], layers=layers,
+                                weights=s["perceptual_weights"], device=self.device_,
+                                seed=self.seed)
+
+    def extra_metrics(self, data):
+        """Encoder quality, semantic classification and the perceptual network's accuracy.
+
+        - ``encoder_r``: mean over voxels of the correlation, across the split's stimuli,
+          of the encoder's predicted responses to the images with the measured
+          (repetition-averaged) responses; chance 0. ``encoder_ceiling_r``: mean over
+          voxels of the best achievable r, ``sqrt(noise ceiling / 100)`` (no interval).
+          ``encoder_fraction_of_ceiling``: variance explained (``r^2``, signed) summed
+          over voxels with a positive ceiling, divided by their summed ceiling.
+          Intervals: 95% bootstrap over stimuli.
+        - with ``semantic_folder``: ``semantic_top<k>``, classification of each
+          reconstruction among all classes of that folder by the correlation of its
+          deep features (``semantic_layers``) with class prototypes, the mean
+          features of the folder's images not shown in the study (chance ``k`` / number
+          of classes; see :func:`fmrirecon.semantic.semantic_classification`);
+          ``semantic_unseen_top<k>`` for the items whose class has no training image;
+          ``semantic_stimulus_top<k>``, the same classifier on the shown images
+          themselves (what a perfect reconstruction would score).
+        - with ``ablation``: ``cycles_gain_*``, see :meth:`ablation_metrics`.
+        - ``perceptual_net_accuracy``: held-out accuracy of a locally trained perceptual
+          network (absent for random or external weights).
+        """
+        out = self.encoder_metrics(data)
+        if "cycles" in self.variants and "pairs" in self.variants and len(data.test_betas) > 1:
+            out.update(self.ablation_metrics(data))
+        if self.settings["semantic_folder"]:
+            out.update(self.semantic_metrics(data))
+        from ..features import network_summary
+
+        weights = self.settings["perceptual_weights"]
+        if weights is not None and Path(str(weights)).is_file():
+            entry = network_summary(weights)
+            if entry:
+                out["perceptual_net_accuracy"] = entry
+        return out
+
+    def encoder_metrics(self, data) -> dict:
+        """The ``encoder_*`` entries of :meth:`extra_metrics`."""
+        from ..semantic import encoder_quality
+
+        measured = np.asarray(data.test_betas, dtype=np.float64)
+        predicted = self.predict_betas(data.test_images).astype(np.float64)
+        if len(measured) < 3:
+            return {}
+        nc = None if data.noise_ceiling is None else np.asarray(data.noise_ceiling, np.float64)
+        r, _ = encoder_quality(predicted, measured, nc)
+        rng = np.random.default_rng([data.seed, 5])
+        boot = {"r": [], "frac": []}
+        ok = None if nc is None else (nc > 0) & np.isfinite(nc)
+
+        def fraction(rr):
+            good = ok & np.isfinite(rr)
+            return float(np.sum(100 * np.sign(rr[good]) * rr[good] ** 2) / np.sum(nc[good])) \
+                if good.any() else np.nan
+
+        for _ in range(data.n_boot):
+            idx = rng.integers(0, len(measured), len(measured))
+            rb, _ = encoder_quality(predicted[idx], measured[idx])
+            boot["r"].append(np.nanmean(rb) if np.any(np.isfinite(rb)) else np.nan)
+            if nc is not None:
+                boot["frac"].append(fraction(rb))
+
+        def entry(mean, values, chance):
+            values = np.asarray(values, dtype=np.float64)
+            values = values[np.isfinite(values)]
+            low, high = (np.quantile(values, [0.025, 0.975]) if len(values)
+                         else (np.nan, np.nan))
+            return {"mean": float(mean), "ci_low": float(low), "ci_high": float(high),
+                    "chance": chance}
+
+        out = {"encoder_r": entry(np.nanmean(r), boot["r"], 0.0)}
+        if nc is not None:
+            ceiling = np.sqrt(np.clip(nc[np.isfinite(nc)], 0, 100) / 100)
+            out["encoder_ceiling_r"] = {"mean": float(np.mean(ceiling)), "ci_low": np.nan,
+                                        "ci_high": np.nan, "chance": None}
+            out["encoder_fraction_of_ceiling"] = entry(fraction(r), boot["frac"], 0.0)
+        return out
+
+    def ablation_metrics(self, data, n_way=(2, 5, 10, 50), n_draws: int = 1000) -> dict:
+        """Paired comparison of the decoders trained with and without cycles (``ablation``).
+
+        Both decoders share the encoder and their initial weights; per test image,
+        ``cycles_gain_pixcorr`` and ``cycles_gain_nway<n>`` are the pixel correlation
+        and the n-way identification accuracy (pixel-correlation similarity, the
+        standard evaluation's) of the cycles decoder minus those of the pairs-only one,
+        with the same distractor draws for both. 95% bootstrap CIs over images; chance 0.
+        """
+        from ..evaluation import (bootstrap_ci, identification_nway, pixcorr,
+                                  similarity_matrix)
+
+        true = np.asarray(data.test_images, dtype=np.float32)
+        scores = {}
+        for variant in ("cycles", "pairs"):
+            recon = self.reconstruct(data.test_betas, variant=variant)
+            sim = similarity_matrix(recon, true, "pixcorr")
+            scores[variant] = {"pixcorr": pixcorr(recon, true)}
+            for n in n_way:
+                if n <= len(true):
+                    scores[variant][f"nway{n}"] = identification_nway(
+                        sim, n, n_draws=n_draws, rng=np.random.default_rng([data.seed, 29, n]))
+        rng = np.random.default_rng([data.seed, 31])
+        out = {}
+        for name in scores["cycles"]:
+            diff = scores["cycles"][name] - scores["pairs"][name]
+            low, high = bootstrap_ci(diff, n_boot=data.n_boot, rng=rng)
+            out[f"cycles_gain_{name}"] = {"mean": float(np.nanmean(diff)), "ci_low": low,
+                                          "ci_high": high, "chance": 0.0}
+        return out
+
+    def semantic_metrics(self, data) -> dict:
+        """The ``semantic_*`` entries of :meth:`extra_metrics` (needs ``semantic_folder``
+        and a stimuli table with ``source_file`` and the ``semantic_label`` column)."""
+        from ..features import extract_features
+        from ..semantic import prototypes_from_folder, semantic_classification, unseen_mask
+
+        s = self.settings
+        label = s["semantic_label"]
+        table = data.stimuli
+        if table is None or label not in table or "source_file" not in table:
+            log.warning("selfsup: no stimuli table with source_file and %r; no semantic "
+                        "classification", label)
+            return {}
+        lookup = table.set_index(table["stim_file"].astype(str))
+        test_labels = lookup.loc[np.asarray(data.test_stim_files, dtype=str), label].astype(str)
+        train_labels = lookup.loc[np.asarray(data.train_stim_files, dtype=str), label].astype(str)
+        extractor = self.feature_extractor(s["semantic_layers"])
+        log.info("selfsup semantic classification: %s", extractor.provenance)
+        size, _, channels = self.image_shape_
+        # Every image of the study (train and test) stays out of the prototypes.
+        protos, names, _ = prototypes_from_folder(
+            s["semantic_folder"], extractor, size, channels, label_column=label,
+            exclude=table["source_file"].dropna().astype(str).tolist(),
+            max_per_class=s["semantic_max_per_class"], seed=self.seed)
+        known = np.isin(test_labels.to_numpy(), names)
+        if not known.all():
+            log.warning("selfsup: %d test items of classes without prototypes left out",
+                        (~known).sum())
+        recon = self.reconstruct(data.test_betas)[known]
+        labels = test_labels.to_numpy()[known]
+        unseen = unseen_mask(labels, train_labels.to_numpy())
+        log.info("selfsup: %d of %d test items of classes without training images",
+                 unseen.sum(), len(labels))
+        out = {}
+        sets = {"semantic": (recon, np.ones(len(labels), bool)),
+                "semantic_unseen": (recon, unseen),
+                "semantic_stimulus": (np.asarray(data.test_images)[known], np.ones(len(labels), bool))}
+        for prefix, (images, keep) in sets.items():
+            if keep.sum() == 0:
+                continue
+            feats = extract_features(images[keep], extractor)
+            _, summary = semantic_classification(feats, labels[keep], protos, names,
+                                                 k=s["semantic_k"], n_boot=data.n_boot,
+                                                 seed=data.seed)
+            for kk in sorted({int(v) for v in s["semantic_k"]}):
+                out[f"{prefix}_top{kk}"] = summary[f"top{kk}"]
+        return out
 
     def training_history(self):
         """Per-epoch loss curves (phase, variant, epoch, loss terms)."""
