@@ -112,7 +112,7 @@ def test_pairs_only_model_has_no_cycle_decoder(data):
         model.reconstruct(noisy[:2], variant="cycles")
 
 
-def test_resume_from_checkpoint_reproduces_an_uninterrupted_run(tmp_path, data, monkeypatch):
+def test_resume_from_checkpoint_reproduces_an_uninterrupted_run(tmp_path, data, monkeypatch, caplog):
     images, _, noisy = data
     kw = dict(seed=1, encoder_epochs=3, decoder_epochs=4, checkpoint_every=2,
               **{**TINY, "perceptual_weight": 0.5, "perceptual_layers": ["relu1"]})
@@ -141,9 +141,13 @@ def test_resume_from_checkpoint_reproduces_an_uninterrupted_run(tmp_path, data, 
     pd.testing.assert_frame_equal(resumed.history_, full.history_)
     assert len(pd.read_csv(tmp_path / "b" / HISTORY_NAME, sep="\t")) == 3 + 4
 
+    # a checkpoint of other settings (or data) cannot be resumed: the fit starts over
     other = SelfSupervisedReconstruction(checkpoint_dir=str(tmp_path / "b"), **{**kw, "lr_decoder": 5e-4})
-    with pytest.raises(ValueError, match="checkpoint of other settings"):
+    with caplog.at_level("WARNING", logger="fmrirecon.methods.selfsup"):
         other.fit(*args, **extra)
+    assert "other settings or data; starting over" in caplog.text
+    assert len(other.history_) == len(full.history_)
+    assert not np.array_equal(other.reconstruct(noisy[200:]), full.reconstruct(noisy[200:]))
 
 
 def test_snr_weights_favour_reliable_voxels():

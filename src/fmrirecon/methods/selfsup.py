@@ -492,11 +492,16 @@ class SelfSupervisedReconstruction(ReconstructionMethod):
         best = None  # (held-out loss, epoch, encoder state) with encoder_val_fraction
         ckpt_dir = Path(s["checkpoint_dir"]) if s["checkpoint_dir"] else None
         ckpt_path = ckpt_dir / CHECKPOINT_NAME if ckpt_dir else None
+        state = None
         if ckpt_path is not None and s["resume"] and ckpt_path.exists():
             state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
             if state["fingerprint"] != self._fingerprint:
-                raise ValueError(f"{ckpt_path}: checkpoint of other settings or data; delete it "
-                                 f"or set methods.selfsup.resume: false")
+                # a run interrupted before the settings or the data changed: its state
+                # cannot continue this fit, which starts over (and overwrites it)
+                log.warning("selfsup: %s was written for other settings or data; starting over",
+                            ckpt_path)
+                state = None
+        if state is not None:
             self.encoder_.load_state_dict(state["encoder"])
             self.decoder_.load_state_dict(state["decoder"])
             opt_e.load_state_dict(state["opt_e"])
