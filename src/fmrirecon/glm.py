@@ -4,6 +4,15 @@ Each trial gets its own regressor, either all together in one design per run
 (least squares - all, LSA) or one design per trial with the trial against all others
 (least squares - separate, LSS; Mumford et al. 2012, NeuroImage 59:2636). Betas are
 in percent signal change of each voxel's run mean, so runs are comparable.
+
+Designs come from nilearn's ``make_first_level_design_matrix``, so regressors are
+nilearn's. With the OLS noise model the fits are ours, for speed (see
+``benchmarks/solvers.py``): LSA is one pseudo-inverse per run applied to all voxels
+(:func:`lsa_betas`), LSS a closed form over all trials and voxels from the same design
+(:func:`lss_betas`) instead of one GLM per trial; both equal nilearn's fits to 1e-9
+(tests/test_glm.py). AR(p) noise models keep nilearn's ``run_glm`` (one model per
+trial for LSS), as their AR coefficients are estimated per model. One run of BOLD is
+in memory at a time.
 """
 
 from __future__ import annotations
@@ -23,7 +32,7 @@ from tqdm import tqdm
 from fmrirecon.betas import TRIAL_COLUMNS, Betas
 
 __all__ = ["single_trial_betas", "load_trial_events", "select_runs", "subject_mask", "load_run",
-           "trial_table", "CONFOUND_STRATEGIES"]
+           "trial_table", "lsa_betas", "lss_betas", "CONFOUND_STRATEGIES"]
 
 logger = logging.getLogger(__name__)
 
@@ -194,21 +203,93 @@ def _run_betas(run, events, Y, method, hrf_model, high_pass, noise_model, confou
             )
 
     names = [_TRIAL.format(i) for i in range(len(events))]
+    X = design(names)
+    trial_cols = [X.columns.get_loc(n) for n in names]
+    if noise_model == "ols":
+        if method == "lsa":
+            return lsa_betas(Y, X.to_numpy(), trial_cols)
+        return lss_betas(Y, X.to_numpy(), trial_cols)
+    # AR(p) noise: nilearn's run_glm (the AR coefficients are estimated from each
+    # model's own OLS residuals, so LSS stays one model per trial)
     if method == "lsa":
-        X = design(names)
         theta = _fit_theta(Y, X.to_numpy(), noise_model)
         # A contrast selecting a single regressor has effect size equal to that
         # regressor's theta, so reading theta avoids n_trials contrast calls.
-        return theta[[X.columns.get_loc(n) for n in names]]
-
+        return theta[trial_cols]
     betas = np.empty((len(events), Y.shape[1]))
     for i in range(len(events)):
         types = np.full(len(events), "other", dtype=object)
         types[i] = "target"
-        X = design(types)
-        theta = _fit_theta(Y, X.to_numpy(), noise_model)
-        betas[i] = theta[X.columns.get_loc("target")]
+        Xi = design(types)
+        theta = _fit_theta(Y, Xi.to_numpy(), noise_model)
+        betas[i] = theta[Xi.columns.get_loc("target")]
     return betas
+
+
+def lsa_betas(Y: np.ndarray, X: np.ndarray, trial_cols) -> np.ndarray:
+    """OLS single-trial betas of all voxels from one least-squares solve (LSA).
+
+    Equal to ``run_glm(Y, X, noise_model="ols")`` theta rows ``trial_cols``, which
+    nilearn computes as ``pinv(X) @ Y`` too; only the trial rows of the
+    pseudo-inverse are applied, and no residuals are formed (they are not needed).
+
+    Parameters
+    ----------
+    Y : ndarray, shape (n_scans, n_voxels)
+    X : ndarray, shape (n_scans, n_regressors)
+        Full design: one column per trial plus drifts, confounds and constant.
+    trial_cols : sequence of int
+        Columns of ``X`` holding the trials, in trial order.
+
+    Returns
+    -------
+    ndarray, shape (n_trials, n_voxels)
+    """
+    return np.linalg.pinv(X)[list(trial_cols)] @ Y
+
+
+def lss_betas(Y: np.ndarray, X: np.ndarray, trial_cols) -> np.ndarray:
+    """OLS least-squares-separate betas of all voxels and trials in closed form.
+
+    LSS fits, per trial ``i``, the model ``[x_i, sum_{j != i} x_j, N]`` (``N`` the
+    nuisance columns: drifts, confounds, constant). With ``P`` the projection out
+    of ``N`` (Frisch-Waugh-Lovell), ``a = x_i' P x_i``, ``o_i = s - x_i`` (``s``
+    the sum of the trial columns), ``b = x_i' P o_i`` and ``c = o_i' P o_i``, the
+    trial's beta is ``(c x_i' P Y - b o_i' P Y) / (a c - b^2)``. The projections
+    ``x_i' P Y`` of every trial come from one matrix product, so all trials cost
+    about one LSA fit instead of one GLM each (Mumford et al. 2012's model,
+    computed in the spirit of Turner et al.'s closed-form LSS). The "other" column
+    nilearn convolves from the other trials' onsets is, by linearity of the HRF
+    convolution, ``s - x_i``.
+
+    Parameters
+    ----------
+    Y : ndarray, shape (n_scans, n_voxels)
+    X : ndarray, shape (n_scans, n_regressors)
+        The LSA design: one column per trial plus nuisance columns.
+    trial_cols : sequence of int
+        Columns of ``X`` holding the trials, in trial order.
+
+    Returns
+    -------
+    ndarray, shape (n_trials, n_voxels)
+    """
+    trial_cols = list(trial_cols)
+    trials = X[:, trial_cols]
+    if trials.shape[1] == 1:  # no "other" regressor: LSS is LSA
+        return lsa_betas(Y, X, trial_cols)
+    nuisance = np.delete(X, trial_cols, axis=1)
+    q, _ = np.linalg.qr(nuisance)
+    xt = trials - q @ (q.T @ trials)  # P x_i for every trial
+    st = xt.sum(1)  # P s
+    a = (xt * xt).sum(0)
+    xs = xt.T @ st  # x_i' P s
+    ss = st @ st
+    b = xs - a  # x_i' P (s - x_i)
+    c = ss - 2 * xs + a  # (s - x_i)' P (s - x_i)
+    xy = xt.T @ Y  # x_i' P Y, all trials and voxels in one product
+    oy = xy.sum(0) - xy  # (s - x_i)' P Y
+    return (c[:, None] * xy - b[:, None] * oy) / (a * c - b * b)[:, None]
 
 
 def _repetitions(trials: pd.DataFrame) -> np.ndarray:
@@ -306,7 +387,8 @@ def single_trial_betas(
     :func:`nilearn.glm.first_level.make_first_level_design_matrix` with a cosine
     drift model) holds the trial regressors, the motion confounds (loaded with
     :func:`nilearn.interfaces.fmriprep.load_confounds`) and is fit to the in-mask
-    voxels with :func:`nilearn.glm.first_level.run_glm`. The data are first scaled
+    voxels: for ``noise_model="ols"`` by :func:`lsa_betas` / :func:`lss_betas` (equal to
+    nilearn's OLS fit), else with :func:`nilearn.glm.first_level.run_glm`. The data are first scaled
     to percent signal change of each voxel's run mean, as ``FirstLevelModel`` does
     by default, so betas equal its effect sizes.
 
