@@ -17,6 +17,7 @@ from fmrirecon.evaluation import (
     evaluate,
     identification_2way,
     identification_nway,
+    identification_summary,
     pixcorr,
     read_metrics,
     read_summary,
@@ -263,3 +264,23 @@ def test_flat_reconstruction_scores_at_chance_not_dropped():
     assert pixcorr(recon, true)[0] == 0
     ident = identification_2way(similarity_matrix(recon, true))
     assert ident[0] == 0.5 and np.isfinite(ident).all()
+
+
+# --- identification in a model's own space --------------------------------------------
+
+
+def test_identification_summary_of_decoded_vectors():
+    rng = np.random.default_rng(3)
+    true = rng.standard_normal((20, 32))
+    good = identification_summary(true + 0.5 * rng.standard_normal(true.shape), true, n_boot=500)
+    assert good["chance"] == 0.5 and good["mean"] > 0.95
+    assert good["ci_low"] <= good["mean"] <= good["ci_high"]
+    # It is exhaustive 2-way identification on the correlation matrix, nothing else.
+    decoded = true + 3.0 * rng.standard_normal(true.shape)
+    expected = identification_2way(correlation_matrix(decoded, true)).mean()
+    assert identification_summary(decoded, true, n_boot=10)["mean"] == pytest.approx(expected)
+    unrelated = identification_summary(rng.standard_normal(true.shape), true, n_boot=500)
+    assert unrelated["ci_low"] < 0.5 < unrelated["ci_high"]
+    assert identification_summary(decoded, true, seed=1) == identification_summary(decoded, true, seed=1)
+    with pytest.raises(ValueError, match="3 decoded items for 20 true ones"):
+        identification_summary(decoded[:3], true)

@@ -8,7 +8,7 @@ from conftest import linear_voxels, smooth_images
 from fmrirecon.attributes import attribute_accuracy, binary_columns, classify_attributes
 from fmrirecon.evaluation import identification_2way, similarity_matrix
 from fmrirecon.generative import train_vaegan
-from fmrirecon.methods import get_method
+from fmrirecon.methods import EvaluationData, get_method
 from fmrirecon.simulate.stimuli import save_png
 
 
@@ -37,12 +37,22 @@ def test_latent_method_identifies_held_out_images(generator, tmp_path):
     ident = identification_2way(similarity_matrix(recon, images[220:]))
     print(f"latent 2-way identification: {ident.mean():.3f}")
     assert ident.mean() > 0.8  # chance 0.5
+    data = EvaluationData(
+        split="test", train_betas=voxels[:220], train_images=images[:220],
+        train_stim_files=np.array([f"train_{i}" for i in range(220)]), test_betas=voxels[220:],
+        test_images=images[220:], test_stim_files=np.array([f"test_{i}" for i in range(40)]),
+        stimuli=None, noise_ceiling=None, n_boot=300)
+    metrics = method.extra_metrics(data)
+    print(f"latent 2-way identification in latent space: {metrics['ident2_latent']['mean']:.3f}")
+    assert metrics["ident2_latent"]["mean"] > 0.8 and metrics["ident2_latent"]["chance"] == 0.5
     method.save(tmp_path / "m.pkl")
     generator_moved = generator.with_name("moved.pt")
     generator.rename(generator_moved)  # the saved model carries its own generator weights
     try:
         loaded = cls.load(tmp_path / "m.pkl")
         np.testing.assert_allclose(loaded.reconstruct(voxels[220:]), recon, atol=1e-6)
+        np.testing.assert_allclose(loaded.encode_targets(images[:5]), method.train_latents_[:5], atol=1e-5)
+        assert loaded.extra_metrics(data) == metrics
     finally:
         generator_moved.rename(generator)
 

@@ -343,3 +343,46 @@ def test_bids_validator(study):
     report = json.loads(out.stdout)
     errors = [i for i in report["issues"]["issues"] if i["severity"] == "error"]
     assert errors == [], errors
+
+
+def test_gabor_encoding_option(tmp_path):
+    brain = encoding.make_brain([12, 14, 10], 3.0, 50, np.random.default_rng(0))
+    prf = encoding.draw_model(brain, np.random.default_rng(1))
+    gabor = encoding.draw_model(brain, np.random.default_rng(1), features="gabor")
+    n_gabor = len(encoding.GABOR_ORIENTATIONS) * len(encoding.GABOR_WAVELENGTHS)
+    assert gabor.feature_names == encoding.GABOR_FEATURES and prf.feature_names == encoding.FEATURES
+    # Same receptive fields and luminance weights; the contrast weight is spread over
+    # the oriented channels.
+    np.testing.assert_array_equal(gabor.rf_center, prf.rf_center)
+    np.testing.assert_array_equal(gabor.weights[:, n_gabor:], prf.weights[:, 1:])
+    np.testing.assert_allclose(gabor.weights[:, :n_gabor].sum(axis=1), prf.weights[:, 0], rtol=1e-5)
+    images = np.random.default_rng(2).uniform(0, 1, (3, 16, 16, 1)).astype(np.float32)
+    assert gabor.features(images).shape == (3, 50, len(encoding.GABOR_FEATURES))
+
+    # Energy is orientation selective and phase invariant, and blind to uniform images.
+    x = np.arange(32)
+    vertical = 0.5 + 0.4 * np.cos(2 * np.pi * x / 8)[None, :].repeat(32, axis=0)
+    shifted = 0.5 + 0.4 * np.sin(2 * np.pi * x / 8)[None, :].repeat(32, axis=0)
+    energy = encoding.gabor_energy(np.stack([vertical, vertical.T, shifted, np.full((32, 32), 0.7)]))
+    coarse = energy[:, len(encoding.GABOR_ORIENTATIONS):, 8:24, 8:24].mean(axis=(2, 3))  # wavelength 8 px
+    orientations = list(encoding.GABOR_ORIENTATIONS)
+    assert coarse[0].argmax() == orientations.index(0) and coarse[1].argmax() == orientations.index(90)
+    assert coarse[0].max() > 5 * coarse[0].min()
+    np.testing.assert_allclose(coarse[2], coarse[0], rtol=0.05)
+    assert np.abs(energy[3]).max() < 1e-4
+
+    with pytest.raises(ValueError, match="features must be one of"):
+        encoding.draw_model(brain, np.random.default_rng(1), features="vae")
+    with pytest.raises(ValueError, match="encoding_features must be one of"):
+        study_plan({**SMALL, "encoding_features": "latent"})
+
+    # Through the simulator: the truth names the features; the default model is untouched.
+    cfg = {**SMALL, "subjects": 1, "encoding_features": "gabor"}
+    _simulate(cfg, tmp_path / "gabor")
+    _simulate({**SMALL, "subjects": 1}, tmp_path / "prf")
+    with h5py.File(tmp_path / "gabor" / "truth" / "sub-01_truth.h5") as f_g, \
+            h5py.File(tmp_path / "prf" / "truth" / "sub-01_truth.h5") as f_p:
+        assert list(f_g["model/weights"].attrs["features"]) == list(encoding.GABOR_FEATURES)
+        assert list(f_p["model/weights"].attrs["features"]) == list(encoding.FEATURES)
+        assert f_g["model/stim_response"].shape == f_p["model/stim_response"].shape
+        assert not np.allclose(f_g["model/stim_response"][()], f_p["model/stim_response"][()])

@@ -86,6 +86,11 @@ def test_resume_after_interruption_gives_the_uninterrupted_weights(tmp_path, mon
         for key, value in reference[net].items():
             assert torch.equal(value, resumed[net][key]), f"{net}.{key} differs after resume"
     assert len(pd.read_csv(tmp_path / "b" / "curves.tsv", sep="\t")) == 4
+    # The generator file carries the curves; resumed epochs log the same losses.
+    def losses(run):
+        return [{k: v for k, v in row.items() if k != "seconds"} for row in run["history"]]
+
+    assert len(resumed["history"]) == 4 and losses(resumed) == losses(reference)
 
     # A checkpoint of other settings (here the seed) is not continued: training starts over.
     other = train_vaegan(paths, tmp_path / "b" / "g.pt", image_size=8, channels=1, latent_dim=4,

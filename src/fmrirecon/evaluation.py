@@ -330,6 +330,46 @@ def _summarise(values: np.ndarray, chance, n_boot: int, rng) -> dict:
     return {"mean": mean, "ci_low": low, "ci_high": high, "chance": chance}
 
 
+def identification_summary(
+    decoded: np.ndarray,
+    true: np.ndarray,
+    n_boot: int = 2000,
+    seed: int = 0,
+    name: str = "ident2_target",
+) -> dict:
+    """Exhaustive 2-way identification of decoded vectors among true ones, summarised.
+
+    The pairwise test of VanRullen & Reddy (2019) in a model's own space: each decoded
+    vector (e.g. a latent decoded from the brain) is compared, by Pearson correlation,
+    with the true vector of its own image and with that of every other test image.
+
+    Parameters
+    ----------
+    decoded : ndarray, shape (n, ...)
+        Decoded items (latents, PCA coefficients, features); trailing dimensions are
+        flattened.
+    true : ndarray, shape (n, ...)
+        The true items of the same images, in the same order.
+    n_boot : int, default 2000
+        Bootstrap resamples (over images) of the confidence interval.
+    seed : int, default 0
+        Seed of the bootstrap; ``name`` selects its stream, as in :func:`evaluate`.
+    name : str
+        Name of the quantity (seeds its own bootstrap stream).
+
+    Returns
+    -------
+    dict
+        ``mean``, ``ci_low``, ``ci_high`` (95% percentile bootstrap over images) and
+        ``chance`` (0.5), the format of a ``_summary.json`` entry.
+    """
+    decoded, true = np.asarray(decoded), np.asarray(true)
+    if len(decoded) != len(true):
+        raise ValueError(f"{len(decoded)} decoded items for {len(true)} true ones")
+    acc = identification_2way(similarity_matrix(decoded, true, "correlation"))
+    return _summarise(acc, CHANCE["ident2"], n_boot, _child_rng(seed, name))
+
+
 def evaluate(
     recon: np.ndarray,
     true: np.ndarray,

@@ -436,7 +436,8 @@ def train_vaegan(image_paths: list, out_path, *, image_size: int, channels: int,
                   "encoder": {k: v.cpu() for k, v in encoder.state_dict().items()},
                   "decoder": {k: v.cpu() for k, v in decoder.state_dict().items()},
                   "discriminator": {k: v.cpu() for k, v in disc.state_dict().items()},
-                  "epochs": len(history), "seed": int(seed), "n_images": len(image_paths)}, out_path)
+                  "epochs": len(history), "seed": int(seed), "n_images": len(image_paths),
+                  "history": history}, out_path)
     log.info("wrote %s (%d epochs on %d images)", out_path, len(history), len(image_paths))
     return out_path
 

@@ -89,6 +89,36 @@ class ReconstructionMethod(abc.ABC):
         """
         return {}
 
+    def encode_targets(self, images: np.ndarray) -> np.ndarray | None:
+        """The method's decoding targets of ``images``, in the space of :meth:`decode`.
+
+        Defined by methods whose targets are a fixed transform of the image (PCA
+        coefficients, generator latents); None otherwise (the default).
+        """
+        return None
+
+    def target_identification(self, data: EvaluationData) -> dict:
+        """Pairwise identification in the method's own target space (``ident2_latent``).
+
+        Each test image's decoded target (:meth:`decode` of its averaged betas) is
+        compared by correlation with the true targets (:meth:`encode_targets`) of all
+        test images, as VanRullen & Reddy (2019) compared decoded and true latents.
+
+        Returns
+        -------
+        dict
+            ``{"ident2_latent": {"mean", "ci_low", "ci_high", "chance"}}``, or empty
+            when the method has no image-transform targets or fewer than 2 test images.
+        """
+        from ..evaluation import identification_summary
+
+        targets = self.encode_targets(data.test_images)
+        if targets is None or len(targets) < 2:
+            return {}
+        decoded = np.asarray(self.decode(data.test_betas))
+        return {"ident2_latent": identification_summary(
+            decoded, targets, n_boot=data.n_boot, seed=data.seed, name="ident2_latent")}
+
     def training_history(self):
         """Per-epoch losses as a DataFrame (columns epoch, phase, losses), or None."""
         return None

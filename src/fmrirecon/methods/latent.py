@@ -40,8 +40,10 @@ class LatentReconstruction(ReconstructionMethod):
 
     Notes
     -----
-    The fitted method pickles the generator's decoder weights, so a saved model
-    reconstructs without the generator file.
+    The fitted method pickles the generator's encoder and decoder weights, so a saved
+    model reconstructs (and encodes test images for :meth:`extra_metrics`) without the
+    generator file. The generator's training curves reach the report from the
+    ``train_generator`` rule (one plot, whichever methods share the generator).
     """
 
     name = "latent"
@@ -76,9 +78,26 @@ class LatentReconstruction(ReconstructionMethod):
             self._decoder_net = decoder.to(self._device()).eval()
         return self._decoder_net
 
+    def _encoder(self):
+        """The generator's encoder, built once from the pickled weights."""
+        if getattr(self, "_encoder_net", None) is None:
+            import torch
+
+            from ..generative.vaegan import build_networks
+
+            cfg = self.generator_config_
+            encoder, _, _ = build_networks(cfg["image_size"], cfg["channels"], cfg["latent_dim"],
+                                           cfg.get("base_channels", 32))
+            state = torch.load(io.BytesIO(self.encoder_state_), map_location="cpu", weights_only=True)
+            encoder.load_state_dict(state)
+            self._encoder_net = encoder.to(self._device()).eval()
+        return self._encoder_net
+
     def __getstate__(self):
         state = self.__dict__.copy()
-        state.pop("_decoder_net", None)  # rebuilt from decoder_state_ on first use
+        # rebuilt from decoder_state_ / encoder_state_ on first use
+        state.pop("_decoder_net", None)
+        state.pop("_encoder_net", None)
         return state
 
     # -- ReconstructionMethod ---------------------------------------------------------
@@ -93,7 +112,7 @@ class LatentReconstruction(ReconstructionMethod):
         """
         import torch
 
-        from ..generative.vaegan import _read, encode, load_encoder
+        from ..generative.vaegan import _read
 
         if self.generator is None:
             raise ValueError("methods.latent: no generator file (set 'generator' or 'weights')")
@@ -105,28 +124,39 @@ class LatentReconstruction(ReconstructionMethod):
                 f"{self.generator}: generator draws {shape} images but the stimuli are "
                 f"{tuple(images.shape[1:])}; set images.size/channels to match or retrain it")
         self.generator_config_ = cfg
-        buffer = io.BytesIO()
-        torch.save(data["decoder"], buffer)
-        self.decoder_state_ = buffer.getvalue()
-        self._decoder_net = None
+        for which in ("decoder", "encoder"):
+            buffer = io.BytesIO()
+            torch.save(data[which], buffer)
+            setattr(self, f"{which}_state_", buffer.getvalue())
+        self._decoder_net = self._encoder_net = None
 
-        encoder = load_encoder(self.generator, self._device())
-        self.train_latents_ = encode(encoder, images, self.batch_size)
+        self.train_latents_ = self.encode_targets(images)
         self.decoder_ = RidgeDecoder(self.alphas, self.n_folds, seed=self.seed)
         self.decoder_.fit(betas, self.train_latents_, groups=groups)
         return self
 
+    def encode_targets(self, images):
+        """Encoder means of ``images`` (n, H, W, C): the true latents, (n, latent_dim)."""
+        from ..generative.vaegan import encode
+
+        return encode(self._encoder(), np.asarray(images, dtype=np.float32), self.batch_size)
+
     def extra_metrics(self, data):
-        """Attribute decoding: for each binary column of the stimulus table (e.g.
+        """Pairwise identification in latent space and attribute decoding.
+
+        ``ident2_latent``: decoded latents against the true latents of the test images
+        (:meth:`~fmrirecon.methods.base.ReconstructionMethod.target_identification`).
+        ``attribute_<column>``: for each binary column of the stimulus table (e.g.
         ``male``), a classifier trained on the true latents of the training images is
-        applied to the decoded latents (VanRullen & Reddy 2019)."""
+        applied to the decoded latents (VanRullen & Reddy 2019).
+        """
         from ..attributes import attribute_accuracy, binary_columns
 
+        out = self.target_identification(data)
         if data.stimuli is None:
-            return {}
+            return out
         table = data.stimuli.set_index(data.stimuli["stim_file"].astype(str))
         decoded = self.decode(data.test_betas)
-        out = {}
         for column in binary_columns(data.stimuli):
             train = table[column].reindex(data.train_stim_files).to_numpy(dtype=float)
             test = table[column].reindex(data.test_stim_files).to_numpy(dtype=float)

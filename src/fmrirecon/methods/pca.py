@@ -48,6 +48,15 @@ class PCAReconstruction(ReconstructionMethod):
         self.decoder_.fit(betas, targets, groups=groups)
         return self
 
+    def encode_targets(self, images):
+        """PCA coefficients of ``images`` (n, H, W, C), shape (n, n_components)."""
+        return self.pca_.transform(np.asarray(images).reshape(len(images), -1))
+
+    def extra_metrics(self, data):
+        """``ident2_latent``: pairwise identification of the decoded PCA coefficients
+        among the test images' true coefficients (the baseline's own space)."""
+        return self.target_identification(data)
+
     def decode(self, betas):
         """Decoded PCA coefficients, shape (n, n_components)."""
         return self.decoder_.predict(betas)

@@ -22,6 +22,14 @@ the Glover HRF) is scaled to a peak of 1. The BOLD signal adds slow cosine drift
 AR(1) thermal noise, and head motion applied as sub-voxel translations of every
 volume.
 
+An option (off by default) replaces the isotropic contrast energy by oriented
+Gabor energy (``features="gabor"``): phase-invariant complex-cell energy at
+:data:`GABOR_ORIENTATIONS` orientations and :data:`GABOR_WAVELENGTHS` spatial
+frequencies, RF-pooled, with a per-voxel orientation and frequency tuning, the
+Gabor-wavelet pyramid model of Kay et al. (2008). It is a mid-level image-feature
+model: voxels carry no explicit luminance of each pixel, only pooled local
+structure, luminance and darkness.
+
 Two options (off by default) make the data harder for a standard GLM, as real data
 are: a per-voxel HRF (:func:`draw_hrf_params`, a double gamma whose peak and
 undershoot vary between voxels; the regressor keeps a peak of 1) and shared
@@ -40,8 +48,20 @@ from scipy import ndimage
 #: Nominal baseline intensity of the brain (thermal noise is relative to it).
 BASELINE = 1000.0
 
-#: Names of the columns of :attr:`EncodingModel.weights`.
+#: Names of the columns of :attr:`EncodingModel.weights` (default feature set).
 FEATURES = ("contrast", "on", "off", "red_green", "blue_yellow")
+
+#: Orientations (degrees) and wavelengths (fractions of the image side) of the
+#: Gabor-energy feature set.
+GABOR_ORIENTATIONS = (0, 45, 90, 135)
+GABOR_WAVELENGTHS = (1 / 8, 1 / 4)
+
+#: Names of the columns of :attr:`EncodingModel.weights` with ``features="gabor"``.
+GABOR_FEATURES = tuple(f"gabor_o{o}_w{i}" for i in range(len(GABOR_WAVELENGTHS))
+                       for o in GABOR_ORIENTATIONS) + FEATURES[1:]
+
+#: The feature sets of :func:`draw_model`.
+FEATURE_SETS = {"prf": FEATURES, "gabor": GABOR_FEATURES}
 
 # Drive of a blank (uniform mid-gray) image: any stimulus onset evokes some response.
 _PEDESTAL = 0.1
@@ -49,6 +69,52 @@ _PEDESTAL = 0.1
 # Typical RF-pooled contrast energy of [0, 1] images; divides the feature so its
 # weight is comparable with the luminance weights.
 _CONTRAST_SCALE = 0.08
+
+# Gabor envelope sigma in wavelengths (a bandwidth of about 1.4 octaves, as V1 cells).
+_GABOR_SIGMA = 0.5
+
+# Typical Gabor energy of [0, 1] images at each wavelength of GABOR_WAVELENGTHS
+# (unit-norm filters); divides the features so their weights compare with the others.
+_GABOR_SCALE = (0.15, 0.45)
+
+
+def gabor_energy(lum: np.ndarray) -> np.ndarray:
+    """Phase-invariant Gabor energy maps of grayscale images.
+
+    Parameters
+    ----------
+    lum : ndarray, shape (n, H, W)
+        Luminance in [0, 1].
+
+    Returns
+    -------
+    ndarray, shape (n, len(GABOR_WAVELENGTHS) * len(GABOR_ORIENTATIONS), H, W)
+        ``sqrt(even ** 2 + odd ** 2)`` of a quadrature pair of zero-mean Gabor
+        filters of unit L2 norm, wavelength-major then orientation, divided by the
+        typical energy of images at that wavelength (so values are about 1, as for
+        the default contrast feature).
+    """
+    lum = np.asarray(lum, dtype=np.float32)
+    n, h, w = lum.shape
+    out = np.empty((n, len(GABOR_WAVELENGTHS) * len(GABOR_ORIENTATIONS), h, w), np.float32)
+    k = 0
+    for frac, scale in zip(GABOR_WAVELENGTHS, _GABOR_SCALE):
+        wavelength = frac * w
+        sigma = _GABOR_SIGMA * wavelength
+        r = int(np.ceil(3 * sigma))
+        yy, xx = np.mgrid[-r:r + 1, -r:r + 1].astype(np.float32)
+        envelope = np.exp(-(xx ** 2 + yy ** 2) / (2 * sigma ** 2))
+        for theta in np.deg2rad(GABOR_ORIENTATIONS):
+            u = xx * np.cos(theta) + yy * np.sin(theta)
+            pair = []
+            for phase in (np.cos, np.sin):
+                kernel = envelope * phase(2 * np.pi * u / wavelength)
+                kernel -= envelope * kernel.sum() / envelope.sum()   # zero mean: no DC
+                kernel /= np.linalg.norm(kernel)
+                pair.append(ndimage.correlate(lum, kernel[None], mode="reflect"))
+            out[:, k] = np.sqrt(pair[0] ** 2 + pair[1] ** 2) / scale
+            k += 1
+    return out
 
 
 @dataclass
@@ -192,6 +258,8 @@ class EncodingModel:
         Non-negative weight of each feature in the drive.
     gain : ndarray, shape (n_visual,)
         PSC per unit of ``drive ** exponent`` (set by :meth:`calibrate`).
+    feature_set : {"prf", "gabor"}
+        The image features (columns :data:`FEATURE_SETS` ``[feature_set]``).
     """
 
     rf_center: np.ndarray
@@ -199,6 +267,12 @@ class EncodingModel:
     exponent: np.ndarray
     weights: np.ndarray
     gain: np.ndarray
+    feature_set: str = "prf"
+
+    @property
+    def feature_names(self) -> tuple:
+        """Names of the columns of :attr:`weights`."""
+        return FEATURE_SETS[self.feature_set]
 
     def features(self, images: np.ndarray) -> np.ndarray:
         """RF-pooled features of each image for each voxel.
@@ -210,7 +284,7 @@ class EncodingModel:
 
         Returns
         -------
-        ndarray, shape (n, n_visual, len(FEATURES))
+        ndarray, shape (n, n_visual, len(feature_names))
         """
         images = np.asarray(images, dtype=np.float32)
         n, h, w, c = images.shape
@@ -227,10 +301,15 @@ class EncodingModel:
         rf = self.rf_weights(h, w)                      # (n_visual, H*W)
         pool = lambda a: a.reshape(n, -1) @ rf.T        # noqa: E731
         lum_v = pool(lum)
+        if self.feature_set == "gabor":
+            maps = gabor_energy(lum)
+            contrast = [pool(maps[:, k]) for k in range(maps.shape[1])]
+        else:
+            contrast = [pool(energy) / _CONTRAST_SCALE]
         # ON and OFF channels: rectified deviations from mid-gray, so a gray image
         # drives neither and luminance polarity is encoded.
         return np.stack([
-            pool(energy) / _CONTRAST_SCALE,
+            *contrast,
             2 * np.maximum(lum_v - 0.5, 0),
             2 * np.maximum(0.5 - lum_v, 0),
             np.abs(pool(red_green)) / _CONTRAST_SCALE,
@@ -265,7 +344,8 @@ class EncodingModel:
         self.gain = (signal_psc * factor / np.maximum(mean, 1e-6)).astype(np.float32)
 
 
-def draw_model(brain: Brain, rng: np.random.Generator, channels: int = 1) -> EncodingModel:
+def draw_model(brain: Brain, rng: np.random.Generator, channels: int = 1,
+               features: str = "prf") -> EncodingModel:
     """Draw receptive fields and weights for the visual voxels of ``brain``.
 
     Parameters
@@ -274,12 +354,20 @@ def draw_model(brain: Brain, rng: np.random.Generator, channels: int = 1) -> Enc
     rng : numpy.random.Generator
     channels : {1, 3}
         Colour weights are drawn only for colour stimuli.
+    features : {"prf", "gabor"}
+        ``"prf"``: isotropic contrast energy, ON, OFF (and colour). ``"gabor"``: the
+        contrast weight is spread over oriented Gabor-energy channels by a tuning
+        curve around a preferred orientation (von Mises, concentration 1 on the doubled
+        angle) and a preferred wavelength, drawn per voxel; ON, OFF and colour as
+        ``"prf"``. The default draws are unchanged by the option.
 
     Returns
     -------
     EncodingModel
         With unit gains; call :meth:`EncodingModel.calibrate`.
     """
+    if features not in FEATURE_SETS:
+        raise ValueError(f"features must be one of {sorted(FEATURE_SETS)}, got {features!r}")
     ijk = brain.voxel_ijk[brain.is_visual].astype(float)
     n = len(ijk)
 
@@ -305,12 +393,25 @@ def draw_model(brain: Brain, rng: np.random.Generator, channels: int = 1) -> Enc
     weights[:, 2] = lum * (1 - on)
     if channels == 3:
         weights[:, 3:] = rng.uniform(0, 0.6, (n, 2))
+    if features == "gabor":
+        # Drawn after the default weights, so the shared draws stay the same.
+        orientations = np.deg2rad(np.asarray(GABOR_ORIENTATIONS, dtype=float))
+        preferred = rng.uniform(0, np.pi, n)
+        tuning_o = np.exp(np.cos(2 * (orientations[None, :] - preferred[:, None])))
+        # Smaller RFs (near the pole) prefer the finer scale, with scatter.
+        fine = np.clip(1 - unit(size) + rng.normal(0, 0.25, n), 0, 1)
+        tuning_w = np.stack([fine, 1 - fine], axis=1)  # wavelengths: fine, coarse
+        tuning = (tuning_w[:, :, None] * tuning_o[:, None, :]).reshape(n, -1)
+        tuning /= tuning.sum(axis=1, keepdims=True)
+        # The tuning spreads the contrast weight over the channels (it sums to 1).
+        weights = np.concatenate([weights[:, :1] * tuning, weights[:, 1:]], axis=1)
     return EncodingModel(
         rf_center=centre.astype(np.float32),
         rf_size=size.astype(np.float32),
         exponent=exponent.astype(np.float32),
         weights=weights.astype(np.float32),
         gain=np.ones(n, dtype=np.float32),
+        feature_set=features,
     )
 
 

@@ -94,6 +94,9 @@ DEFAULTS: dict = {
     "hrf_peak_range": None,
     "shared_noise_components": 0,
     "shared_noise_psc": 1.0,
+    # Image features of the voxels: "prf" (contrast energy, ON, OFF) or "gabor"
+    # (oriented Gabor energy instead of isotropic contrast; see encoding.draw_model).
+    "encoding_features": "prf",
 }
 
 #: Rest before the first trial and (at least) after the last one, in seconds.
@@ -130,6 +133,10 @@ def _config(cfg: dict | None) -> dict:
         if len(peaks) != 2 or not 2.0 <= peaks[0] <= peaks[1] <= 12.0:
             raise ValueError(f"hrf_peak_range must be [low, high] within 2-12 s, got {c['hrf_peak_range']}")
         c["hrf_peak_range"] = peaks
+    c["encoding_features"] = str(c["encoding_features"])
+    if c["encoding_features"] not in encoding.FEATURE_SETS:
+        raise ValueError(f"simulate: encoding_features must be one of {sorted(encoding.FEATURE_SETS)}, "
+                         f"got {c['encoding_features']!r}")
     if c["shared_noise_components"] < 0 or c["shared_noise_psc"] < 0:
         raise ValueError("shared_noise_components and shared_noise_psc must be >= 0")
     checks = [
@@ -396,7 +403,7 @@ def simulate_subject(cfg: dict | None, bids_dir: str | Path, subject: str,
         np.random.default_rng(s) for s in np.random.SeedSequence(subject_seed).spawn(4)
     )
     brain = encoding.make_brain(c["volume_shape"], c["voxel_size_mm"], c["n_visual_voxels"], model_rng)
-    model = encoding.draw_model(brain, model_rng, c["channels"])
+    model = encoding.draw_model(brain, model_rng, c["channels"], c["encoding_features"])
     model.calibrate(images, c["signal_psc"], model_rng)
     stim_response = model.predict(images)                                  # (n_stim, n_visual)
     t1w = encoding.make_t1w(brain, model_rng)
@@ -469,7 +476,7 @@ def simulate_subject(cfg: dict | None, bids_dir: str | Path, subject: str,
         g = f.create_group("model")
         for name in ("rf_center", "rf_size", "exponent", "weights", "gain"):
             g.create_dataset(name, data=getattr(model, name))
-        g["weights"].attrs["features"] = list(encoding.FEATURES)
+        g["weights"].attrs["features"] = list(model.feature_names)
         g.create_dataset("stim_file", data=np.asarray(plan["stimuli"], dtype=object), dtype=text)
         g.create_dataset("stim_response", data=stim_response, compression="lzf")
         if hrf_params is not None:
