@@ -165,15 +165,19 @@ def test_family_generalisation(data):
         assert table[column].notna().all()
 
 
-def test_generator_prior_from_a_generator_file(tmp_path, data):
-    # An untrained VAE-GAN file in the latent method's format: the plumbing, not quality.
+def _untrained_generator(path):
+    """An untrained VAE-GAN file in the latent method's format: the plumbing, not quality."""
     from fmrirecon.generative.vaegan import FORMAT, build_networks
 
     encoder, decoder, _ = build_networks(16, 1, 8, base_channels=8)
-    path = tmp_path / "generator.pt"
     torch.save({"format": FORMAT, "encoder": encoder.state_dict(), "decoder": decoder.state_dict(),
                 "config": {"image_size": 16, "channels": 1, "latent_dim": 8, "base_channels": 8}},
                path)
+    return path
+
+
+def test_generator_prior_from_a_generator_file(tmp_path, data):
+    path = _untrained_generator(tmp_path / "generator.pt")
     images, voxels = data
     model = DeepImageReconstruction(input_size=16, max_units=100, iterations=5, device="cpu",
                                     prior="generator", generator=str(path))
@@ -250,13 +254,7 @@ def test_generalisation_setting_is_checked():
 
 
 def test_prior_comparison_is_the_paired_difference_of_both_priors(tmp_path, data):
-    from fmrirecon.generative.vaegan import FORMAT, build_networks
-
-    encoder, decoder, _ = build_networks(16, 1, 8, base_channels=8)
-    path = tmp_path / "generator.pt"
-    torch.save({"format": FORMAT, "encoder": encoder.state_dict(), "decoder": decoder.state_dict(),
-                "config": {"image_size": 16, "channels": 1, "latent_dim": 8, "base_channels": 8}},
-               path)
+    path = _untrained_generator(tmp_path / "generator.pt")
     images, voxels = data
     with pytest.raises(ValueError, match="compare_priors"):
         DeepImageReconstruction(compare_priors=True)

@@ -63,35 +63,31 @@ class LatentReconstruction(ReconstructionMethod):
 
         return select_device(self.device)
 
-    def _decoder(self):
-        """The generator, built once from the pickled weights (or the file before fit)."""
-        if getattr(self, "_decoder_net", None) is None:
+    def _network(self, which: str):
+        """The generator's ``encoder`` or ``decoder``, built once from the pickled weights."""
+        attr = f"_{which}_net"
+        if getattr(self, attr, None) is None:
             import torch
 
             from ..generative.vaegan import build_networks
 
             cfg = self.generator_config_
-            _, decoder, _ = build_networks(cfg["image_size"], cfg["channels"], cfg["latent_dim"],
-                                           cfg.get("base_channels", 32))
-            state = torch.load(io.BytesIO(self.decoder_state_), map_location="cpu", weights_only=True)
-            decoder.load_state_dict(state)
-            self._decoder_net = decoder.to(self._device()).eval()
-        return self._decoder_net
+            encoder, decoder, _ = build_networks(cfg["image_size"], cfg["channels"], cfg["latent_dim"],
+                                                 cfg.get("base_channels", 32))
+            net = encoder if which == "encoder" else decoder
+            state = torch.load(io.BytesIO(getattr(self, f"{which}_state_")), map_location="cpu",
+                               weights_only=True)
+            net.load_state_dict(state)
+            setattr(self, attr, net.to(self._device()).eval())
+        return getattr(self, attr)
+
+    def _decoder(self):
+        """The generator (latent -> image)."""
+        return self._network("decoder")
 
     def _encoder(self):
-        """The generator's encoder, built once from the pickled weights."""
-        if getattr(self, "_encoder_net", None) is None:
-            import torch
-
-            from ..generative.vaegan import build_networks
-
-            cfg = self.generator_config_
-            encoder, _, _ = build_networks(cfg["image_size"], cfg["channels"], cfg["latent_dim"],
-                                           cfg.get("base_channels", 32))
-            state = torch.load(io.BytesIO(self.encoder_state_), map_location="cpu", weights_only=True)
-            encoder.load_state_dict(state)
-            self._encoder_net = encoder.to(self._device()).eval()
-        return self._encoder_net
+        """The generator's encoder (image -> latent mean)."""
+        return self._network("encoder")
 
     def __getstate__(self):
         state = self.__dict__.copy()

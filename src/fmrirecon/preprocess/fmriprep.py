@@ -59,6 +59,21 @@ def _check_common(bids_dir, out_dir, work_dir, subject, fs_license, output_space
     return bids_dir, out_dir, work_dir, subject, fs_license, output_spaces
 
 
+def _fmriprep_options(subject, fs_license, work_dir, nthreads, mem_mb, spaces, extra_args) -> list[str]:
+    """fMRIPrep's options after ``<bids> <out> participant``, as every engine passes them."""
+    options = [
+        "--participant-label", subject,
+        "--fs-license-file", str(fs_license),
+        "-w", str(work_dir),
+        "--nthreads", str(int(nthreads)),
+        "--mem_mb", str(int(mem_mb)),
+        "--skip-bids-validation",
+    ]
+    if spaces:
+        options += ["--output-spaces", *spaces]
+    return options + [str(a) for a in extra_args]
+
+
 def fmriprep_docker_command(
     bids_dir: str | Path,
     out_dir: str | Path,
@@ -106,19 +121,11 @@ def fmriprep_docker_command(
     )
     cmd = [
         "fmriprep-docker", str(bids_dir), str(out_dir), "participant",
-        "--participant-label", subject,
-        "--fs-license-file", str(fs_license),
-        "-w", str(work_dir),
-        "--nthreads", str(int(nthreads)),
-        "--mem_mb", str(int(mem_mb)),
-        "--skip-bids-validation",
         "-i", image,
         # workflow jobs have no terminal; docker -it would fail
         "--no-tty",
     ]
-    if spaces:
-        cmd += ["--output-spaces", *spaces]
-    return cmd + [str(a) for a in extra_args]
+    return cmd + _fmriprep_options(subject, fs_license, work_dir, nthreads, mem_mb, spaces, extra_args)
 
 
 def fmriprep_apptainer_command(
@@ -184,18 +191,8 @@ def fmriprep_apptainer_command(
     cmd = ["env", f"APPTAINERENV_TEMPLATEFLOW_HOME={_TEMPLATEFLOW}", "apptainer", "run", "--cleanenv"]
     for spec in binds:
         cmd += ["-B", spec]
-    cmd += [
-        str(image_path), _BIDS, _OUT, "participant",
-        "--participant-label", subject,
-        "--fs-license-file", _LICENSE,
-        "-w", _WORK,
-        "--nthreads", str(int(nthreads)),
-        "--mem_mb", str(int(mem_mb)),
-        "--skip-bids-validation",
-    ]
-    if spaces:
-        cmd += ["--output-spaces", *spaces]
-    return cmd + [str(a) for a in extra_args]
+    cmd += [str(image_path), _BIDS, _OUT, "participant"]
+    return cmd + _fmriprep_options(subject, _LICENSE, _WORK, nthreads, mem_mb, spaces, extra_args)
 
 
 def fmriprep_container_command(
@@ -239,18 +236,8 @@ def fmriprep_container_command(
     cmd = []
     if templateflow_home:
         cmd = ["env", f"TEMPLATEFLOW_HOME={Path(templateflow_home).expanduser().absolute()}"]
-    cmd += [
-        "fmriprep", str(bids_dir), str(out_dir), "participant",
-        "--participant-label", subject,
-        "--fs-license-file", str(fs_license),
-        "-w", str(work_dir),
-        "--nthreads", str(int(nthreads)),
-        "--mem_mb", str(int(mem_mb)),
-        "--skip-bids-validation",
-    ]
-    if spaces:
-        cmd += ["--output-spaces", *spaces]
-    return cmd + [str(a) for a in extra_args]
+    cmd += ["fmriprep", str(bids_dir), str(out_dir), "participant"]
+    return cmd + _fmriprep_options(subject, fs_license, work_dir, nthreads, mem_mb, spaces, extra_args)
 
 
 def container_image(settings: dict) -> str:
