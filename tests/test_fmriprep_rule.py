@@ -116,9 +116,11 @@ def test_container_rule_runs_in_the_fmriprep_image(tmp_path, license_file):
     bin_dir.mkdir()
     record, pulled, argv = tmp_path / "exec.json", tmp_path / "pulled.txt", tmp_path / "argv.json"
     (bin_dir / "apptainer").write_text(FAKE_APPTAINER.format(record=record, pulled=pulled))
+    # apptainer packages also install `singularity`, the name older Snakemake 9 releases call
+    (bin_dir / "singularity").symlink_to("apptainer")
     (bin_dir / "fmriprep").write_text(FAKE.format(name="fmriprep", record=argv, out=out))
-    for exe in bin_dir.iterdir():
-        exe.chmod(0o755)
+    for exe in ("apptainer", "fmriprep"):
+        (bin_dir / exe).chmod(0o755)
     settings = {"engine": "container", "image": "nipreps/fmriprep:25.1.4", "fs_license": str(license_file),
                 "nthreads": 2, "mem_mb": 4000}
     config = {**TINY, "simulate": {**TINY["simulate"], "subjects": 1}, "results_dir": str(tmp_path / "results"),
