@@ -202,28 +202,28 @@ def _run_betas(run, events, Y, method, hrf_model, high_pass, noise_model, confou
                 high_pass=high_pass, **add,
             )
 
+    if method == "lss" and noise_model != "ols":
+        # AR(p) noise: nilearn's run_glm, one model per trial (the AR coefficients are
+        # estimated from each model's own OLS residuals)
+        betas = np.empty((len(events), Y.shape[1]))
+        for i in range(len(events)):
+            types = np.full(len(events), "other", dtype=object)
+            types[i] = "target"
+            X = design(types)
+            theta = _fit_theta(Y, X.to_numpy(), noise_model)
+            betas[i] = theta[X.columns.get_loc("target")]
+        return betas
+
     names = [_TRIAL.format(i) for i in range(len(events))]
     X = design(names)
     trial_cols = [X.columns.get_loc(n) for n in names]
     if noise_model == "ols":
-        if method == "lsa":
-            return lsa_betas(Y, X.to_numpy(), trial_cols)
-        return lss_betas(Y, X.to_numpy(), trial_cols)
-    # AR(p) noise: nilearn's run_glm (the AR coefficients are estimated from each
-    # model's own OLS residuals, so LSS stays one model per trial)
-    if method == "lsa":
-        theta = _fit_theta(Y, X.to_numpy(), noise_model)
-        # A contrast selecting a single regressor has effect size equal to that
-        # regressor's theta, so reading theta avoids n_trials contrast calls.
-        return theta[trial_cols]
-    betas = np.empty((len(events), Y.shape[1]))
-    for i in range(len(events)):
-        types = np.full(len(events), "other", dtype=object)
-        types[i] = "target"
-        Xi = design(types)
-        theta = _fit_theta(Y, Xi.to_numpy(), noise_model)
-        betas[i] = theta[Xi.columns.get_loc("target")]
-    return betas
+        fit = lsa_betas if method == "lsa" else lss_betas
+        return fit(Y, X.to_numpy(), trial_cols)
+    theta = _fit_theta(Y, X.to_numpy(), noise_model)
+    # A contrast selecting a single regressor has effect size equal to that
+    # regressor's theta, so reading theta avoids n_trials contrast calls.
+    return theta[trial_cols]
 
 
 def lsa_betas(Y: np.ndarray, X: np.ndarray, trial_cols) -> np.ndarray:
