@@ -324,7 +324,11 @@ def _child_rng(seed: int, name: str) -> np.random.Generator:
     return np.random.default_rng([seed, zlib.crc32(name.encode())])
 
 
-def _summarise(values: np.ndarray, chance, n_boot: int, rng) -> dict:
+def summarise(values, chance, n_boot: int, rng) -> dict:
+    """One metric entry of a ``_summary.json``: the mean of per-item ``values`` (NaNs
+    dropped), its 95% percentile-bootstrap interval (:func:`bootstrap_ci` with ``rng``)
+    and ``chance``."""
+    values = np.asarray(values, dtype=np.float64)
     mean = float(np.nanmean(values)) if np.any(~np.isnan(values)) else math.nan
     low, high = bootstrap_ci(values, n_boot=n_boot, rng=rng)
     return {"mean": mean, "ci_low": low, "ci_high": high, "chance": chance}
@@ -367,7 +371,7 @@ def identification_summary(
     if len(decoded) != len(true):
         raise ValueError(f"{len(decoded)} decoded items for {len(true)} true ones")
     acc = identification_2way(similarity_matrix(decoded, true, "correlation"))
-    return _summarise(acc, CHANCE["ident2"], n_boot, _child_rng(seed, name))
+    return summarise(acc, CHANCE["ident2"], n_boot, _child_rng(seed, name))
 
 
 def evaluate(
@@ -419,13 +423,13 @@ def evaluate(
         "ident2": identification_2way(sim),
     })
     summary = {
-        name: _summarise(per_image[name].to_numpy(), CHANCE[name], n_boot, _child_rng(seed, name))
+        name: summarise(per_image[name].to_numpy(), CHANCE[name], n_boot, _child_rng(seed, name))
         for name in METRICS
     }
     summary["nway"] = {}
     for n in sorted({int(n) for n in n_way}):
         acc = identification_nway(sim, n, n_draws=n_draws, rng=_child_rng(seed, f"nway{n}"))
-        summary["nway"][str(n)] = _summarise(acc, 1.0 / n, n_boot, _child_rng(seed, f"boot{n}"))
+        summary["nway"][str(n)] = summarise(acc, 1.0 / n, n_boot, _child_rng(seed, f"boot{n}"))
     return per_image, summary
 
 

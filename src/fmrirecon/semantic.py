@@ -24,7 +24,7 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from .evaluation import bootstrap_ci, correlation_matrix
+from .evaluation import correlation_matrix, summarise
 
 
 # ------------------------------------------------------------------ encoder quality
@@ -304,9 +304,6 @@ def semantic_classification(features, true_labels, prototypes, class_names,
     for kk in ks:
         hit = np.clip((kk - higher) / (ties + 1.0), 0.0, 1.0)
         per_item[f"top{kk}"] = hit
-        low, high = bootstrap_ci(hit, n_boot=n_boot, rng=np.random.default_rng([seed, kk]))
-        summary[f"top{kk}"] = {
-            "mean": float(hit.mean()) if len(hit) else math.nan,
-            "ci_low": low, "ci_high": high, "chance": min(1.0, kk / n_classes),
-        }
+        summary[f"top{kk}"] = summarise(hit, min(1.0, kk / n_classes), n_boot,
+                                        np.random.default_rng([seed, kk]))
     return per_item, summary

@@ -723,7 +723,7 @@ class DeepImageReconstruction(ReconstructionMethod):
         - with ``generalisation`` and a ``family`` column in the stimuli table, see
           :meth:`generalisation_metrics`.
         """
-        from ..evaluation import bootstrap_ci
+        from ..evaluation import summarise
         from ..features import network_summary
 
         rng = np.random.default_rng(data.seed)
@@ -733,10 +733,7 @@ class DeepImageReconstruction(ReconstructionMethod):
         out = {}
 
         def add(name, values, chance):
-            values = np.asarray(values, dtype=np.float64)
-            low, high = bootstrap_ci(values, n_boot=data.n_boot, rng=rng)
-            out[name] = {"mean": float(np.nanmean(values)) if np.isfinite(values).any()
-                         else np.nan, "ci_low": low, "ci_high": high, "chance": chance}
+            out[name] = summarise(values, chance, data.n_boot, rng)
 
         for layer, score in scores.items():
             for kind, chance in (("pattern", 0.0), ("ident2", 0.5)):
@@ -766,7 +763,7 @@ class DeepImageReconstruction(ReconstructionMethod):
         over images (chance 0: no difference). Pairing by image removes the spread
         between images that two separate intervals would carry.
         """
-        from ..evaluation import bootstrap_ci
+        from ..evaluation import summarise
 
         other = "pixel" if self.prior == "generator" else "generator"
         true = np.asarray(data.test_images, dtype=np.float32)
@@ -780,9 +777,7 @@ class DeepImageReconstruction(ReconstructionMethod):
         out = {}
         for score in mine:
             diff = np.asarray(mine[score], np.float64) - np.asarray(theirs[score], np.float64)
-            low, high = bootstrap_ci(diff, n_boot=data.n_boot, rng=rng)
-            out[f"prior_gain_{score}"] = {"mean": float(np.nanmean(diff)), "ci_low": low,
-                                          "ci_high": high, "chance": 0.0}
+            out[f"prior_gain_{score}"] = summarise(diff, 0.0, data.n_boot, rng)
         return out
 
     def generalisation_metrics(self, data) -> dict:
@@ -798,7 +793,7 @@ class DeepImageReconstruction(ReconstructionMethod):
         correlation, in this model's network; chance 0.5). 95% bootstrap CIs over items.
         Empty, with a warning, without a ``family`` column.
         """
-        from ..evaluation import bootstrap_ci
+        from ..evaluation import summarise
 
         table = data.stimuli
         if table is None or "family" not in table:
@@ -832,10 +827,8 @@ class DeepImageReconstruction(ReconstructionMethod):
                     continue
                 scores = identification_scores(recon[sel], true[sel], self.feature_identification)
                 for score, values in scores.items():
-                    low, high = bootstrap_ci(values, n_boot=data.n_boot, rng=rng)
-                    out[f"gen_{name}_to_{family}_{score}"] = {
-                        "mean": float(np.nanmean(values)), "ci_low": low, "ci_high": high,
-                        "chance": 0.0 if score == "pixcorr" else 0.5}
+                    out[f"gen_{name}_to_{family}_{score}"] = summarise(
+                        values, 0.0 if score == "pixcorr" else 0.5, data.n_boot, rng)
         return out
 
 

@@ -845,8 +845,7 @@ class SelfSupervisedReconstruction(ReconstructionMethod):
         standard evaluation's) of the cycles decoder minus those of the pairs-only one,
         with the same distractor draws for both. 95% bootstrap CIs over images; chance 0.
         """
-        from ..evaluation import (bootstrap_ci, identification_nway, pixcorr,
-                                  similarity_matrix)
+        from ..evaluation import identification_nway, pixcorr, similarity_matrix, summarise
 
         true = np.asarray(data.test_images, dtype=np.float32)
         scores = {}
@@ -862,9 +861,7 @@ class SelfSupervisedReconstruction(ReconstructionMethod):
         out = {}
         for name in scores["cycles"]:
             diff = scores["cycles"][name] - scores["pairs"][name]
-            low, high = bootstrap_ci(diff, n_boot=data.n_boot, rng=rng)
-            out[f"cycles_gain_{name}"] = {"mean": float(np.nanmean(diff)), "ci_low": low,
-                                          "ci_high": high, "chance": 0.0}
+            out[f"cycles_gain_{name}"] = summarise(diff, 0.0, data.n_boot, rng)
         return out
 
     def semantic_metrics(self, data) -> dict:
