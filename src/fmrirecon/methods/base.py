@@ -85,9 +85,11 @@ class ReconstructionMethod(abc.ABC):
         -------
         dict
             ``{name: {"mean", "ci_low", "ci_high", "chance"}}``, merged into the
-            evaluation summary and the report beside PixCorr and SSIM. Empty by default.
+            evaluation summary and the report beside PixCorr and SSIM. By default
+            :meth:`target_identification` (empty for methods without
+            :meth:`encode_targets`).
         """
-        return {}
+        return self.target_identification(data)
 
     def encode_targets(self, images: np.ndarray) -> np.ndarray | None:
         """The method's decoding targets of ``images``, in the space of :meth:`decode`.

@@ -148,7 +148,7 @@ class LatentReconstruction(ReconstructionMethod):
         """
         from ..attributes import attribute_accuracy, binary_columns
 
-        out = self.target_identification(data)
+        out = super().extra_metrics(data)
         if data.stimuli is None:
             return out
         table = data.stimuli.set_index(data.stimuli["stim_file"].astype(str))
