@@ -744,7 +744,7 @@ class DeepImageReconstruction(ReconstructionMethod):
             for layer, values in by_layer.items():
                 add(f"reconfeat_ident2_{layer}", values, 0.5)
             add("reconfeat_ident2", np.nanmean(np.vstack(list(by_layer.values())), 0), 0.5)
-        entry = network_summary(self.weights) if self.weights else {}
+        entry = network_summary(self.weights)  # {} unless trained here
         if entry:
             out["weights_accuracy"] = entry
         if self.compare_priors and len(data.test_betas) > 1:

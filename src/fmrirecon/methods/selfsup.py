@@ -787,11 +787,9 @@ class SelfSupervisedReconstruction(ReconstructionMethod):
             out.update(self.semantic_metrics(data))
         from ..features import network_summary
 
-        weights = self.settings["perceptual_weights"]
-        if weights is not None and Path(str(weights)).is_file():
-            entry = network_summary(weights)
-            if entry:
-                out["perceptual_net_accuracy"] = entry
+        entry = network_summary(self.settings["perceptual_weights"])  # {} unless trained here
+        if entry:
+            out["perceptual_net_accuracy"] = entry
         return out
 
     def encoder_metrics(self, data) -> dict:
