@@ -716,8 +716,8 @@ def network_summary(weights) -> dict:
     acc, n_val, classes = meta.get("val_accuracy"), meta.get("n_val"), meta.get("classes") or []
     if acc is None or not n_val or not classes:
         return {}
-    z = 1.959964
-    centre = (acc + z * z / (2 * n_val)) / (1 + z * z / n_val)
-    half = z * np.sqrt(acc * (1 - acc) / n_val + z * z / (4 * n_val ** 2)) / (1 + z * z / n_val)
-    return {"mean": float(acc), "ci_low": float(centre - half), "ci_high": float(centre + half),
+    from scipy.stats import binomtest
+
+    interval = binomtest(int(round(acc * n_val)), int(n_val)).proportion_ci(0.95, method="wilson")
+    return {"mean": float(acc), "ci_low": float(interval.low), "ci_high": float(interval.high),
             "chance": 1.0 / len(classes)}
