@@ -82,3 +82,19 @@ def test_plan_manifest_uses_bids_names(tmp_path):
     plan = {"runs": [{"subject": "01", "task": "test", "run": 3}]}
     row = manifest_from_plan(plan, tmp_path, tr=1.5).iloc[0]
     assert row.bold.endswith("sub-01/func/sub-01_task-test_run-03_bold.nii.gz") and row.tr == 1.5
+
+
+def test_stimulus_column_reads_one_attribute_per_stimulus(tmp_path):
+    from fmrirecon.bids import read_stimuli_table, stimulus_column
+
+    assert read_stimuli_table(tmp_path) is None
+    (tmp_path / "stimuli.tsv").write_text("stim_file\tcategory\na.png\tface\nb.png\tn/a\nc.png\thouse\n")
+    table = read_stimuli_table(tmp_path)
+    values = stimulus_column(table, ["c.png", "a.png", "b.png", "a.png"], "category", "stimuli.tsv")
+    assert list(values[[0, 1, 3]]) == ["house", "face", "face"] and pd.isna(values[2])
+    with pytest.raises(ValueError, match=r"stimuli.tsv: no row for \['d.png'\]"):
+        stimulus_column(table, ["a.png", "d.png"], "category", "stimuli.tsv")
+    with pytest.raises(ValueError, match="stimuli.tsv: no column 'family'"):
+        stimulus_column(table, ["a.png"], "family", "stimuli.tsv")
+    with pytest.raises(ValueError, match="no column"):
+        stimulus_column(None, ["a.png"], "category", "stimuli.tsv")

@@ -52,7 +52,11 @@ class Betas:
 
     def select(self, split: str) -> "Betas":
         """The trials of one split (``train``, ``test`` or ``imagery``)."""
-        keep = (self.trials["split"] == split).to_numpy()
+        return self.take((self.trials["split"] == split).to_numpy())
+
+    def take(self, keep) -> "Betas":
+        """The trials (rows) where the boolean array ``keep`` is true; voxels unchanged."""
+        keep = np.asarray(keep, dtype=bool)
         return Betas(
             self.betas[keep], self.trials[keep].reset_index(drop=True), self.voxel_ijk,
             self.affine, self.shape, self.reliability, self.noise_ceiling, dict(self.attrs),

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Iterable
 
 import nibabel as nib
+import numpy as np
 import pandas as pd
 
 MANIFEST_COLUMNS = ["subject", "task", "run", "bold", "events", "tr", "n_volumes"]
@@ -163,3 +164,44 @@ def dataset_name(bids_dir: str | Path) -> str:
         return json.loads((Path(bids_dir) / "dataset_description.json").read_text())["Name"]
     except (OSError, KeyError, ValueError):
         return Path(bids_dir).name
+
+
+def read_stimuli_table(stimuli_dir: str | Path) -> pd.DataFrame | None:
+    """``stimuli/stimuli.tsv`` (``stim_file`` plus attributes) when the dataset has one."""
+    path = Path(stimuli_dir) / "stimuli.tsv"
+    return pd.read_csv(path, sep="\t", na_values="n/a") if path.is_file() else None
+
+
+def stimulus_column(table: pd.DataFrame | None, stim_files, column: str, source) -> np.ndarray:
+    """The value of ``column`` of the stimulus table for each of ``stim_files``.
+
+    Parameters
+    ----------
+    table : DataFrame or None
+        The stimulus table (:func:`read_stimuli_table`).
+    stim_files : array-like of str
+        Stimuli, as named in the events' ``stim_file``.
+    column : str
+        Attribute to read (e.g. ``category``, ``family``).
+    source : str or Path
+        What the table was read from, for error messages.
+
+    Returns
+    -------
+    ndarray of object, shape (n,)
+        NaN where the table has no value for a stimulus.
+
+    Raises
+    ------
+    ValueError
+        No table, no such column, or a stimulus without a row; the message names
+        ``source``.
+    """
+    if table is None or column not in table:
+        raise ValueError(f"{source}: no column {column!r}")
+    lookup = dict(zip(table["stim_file"].astype(str), table[column]))
+    stim_files = [str(s) for s in stim_files]
+    unknown = sorted(set(stim_files) - set(lookup))
+    if unknown:
+        raise ValueError(f"{source}: no row for {unknown[:5]}")
+    return np.array([lookup[s] for s in stim_files], dtype=object)

@@ -6,7 +6,6 @@ can be run, tested and debugged without Snakemake.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -16,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from .betas import Betas, read_betas
+from .bids import read_stimuli_table, stimulus_column
 from .images import load_images, save_grid
 from .methods import EvaluationData, ReconstructionMethod, get_method, implementation
 
@@ -53,6 +53,11 @@ def select_voxels(betas_path, trials_path, settings: dict, out_mask) -> None:
     log.info("selected %d of %d voxels (%s)", keep.sum(), len(keep), settings["select"])
 
 
+def run_groups(trials: pd.DataFrame) -> np.ndarray:
+    """``<task>_<run>`` of each trial: the groups cross-validation leaves out whole."""
+    return (trials["task"].astype(str) + "_" + trials["run"].astype(str)).to_numpy()
+
+
 def method_class(name: str, settings: dict) -> type[ReconstructionMethod]:
     """The class behind the config entry ``methods.<name>`` (see :func:`implementation`)."""
     return get_method(implementation(name, settings))
@@ -72,7 +77,7 @@ def fit_method(betas_path, trials_path, voxels_path, stimuli_dir, method: str,
         raise ValueError(f"{trials_path}: no training trials (check design.train_tasks)")
     columns = voxel_columns(betas, voxels_path)
     targets = load_stimuli(stimuli_dir, train.trials["stim_file"], images["size"], images["channels"])
-    groups = (train.trials["task"].astype(str) + "_" + train.trials["run"].astype(str)).to_numpy()
+    groups = run_groups(train.trials)
 
     cls = method_class(method, settings)
     params = {k: v for k, v in settings.items() if k != "method"}
@@ -91,12 +96,6 @@ def fit_method(betas_path, trials_path, voxels_path, stimuli_dir, method: str,
     (history if history is not None else pd.DataFrame(columns=["epoch"])).to_csv(
         out_history, sep="\t", index=False, na_rep="n/a")
     return model
-
-
-def read_stimuli_table(stimuli_dir) -> pd.DataFrame | None:
-    """``stimuli/stimuli.tsv`` (stim_file plus attributes) when the dataset has one."""
-    path = Path(stimuli_dir) / "stimuli.tsv"
-    return pd.read_csv(path, sep="\t", na_values="n/a") if path.is_file() else None
 
 
 def reconstruct(model_path, betas_path, trials_path, voxels_path, stimuli_dir, split: str,
@@ -157,23 +156,14 @@ def classify(betas_path, trials_path, voxels_path, stimuli_dir, settings: dict, 
     data = betas if settings["split"] == "all" else betas.select(settings["split"])
     if len(data.trials) == 0:
         raise ValueError(f"{trials_path}: no {settings['split']} trials to classify")
-    table = read_stimuli_table(stimuli_dir)
     label = settings["label"]
-    if table is None or label not in table:
-        raise ValueError(f"{Path(stimuli_dir) / 'stimuli.tsv'}: no column {label!r} (config classify.label)")
-    lookup = dict(zip(table["stim_file"].astype(str), table[label]))
-    stim_files = data.trials["stim_file"].astype(str)
-    unknown = sorted(set(stim_files) - set(lookup))
-    if unknown:
-        raise ValueError(f"{Path(stimuli_dir) / 'stimuli.tsv'}: no row for {unknown[:5]}")
-    labels = stim_files.map(lookup).to_numpy()
+    labels = stimulus_column(read_stimuli_table(stimuli_dir), data.trials["stim_file"], label,
+                             f"{Path(stimuli_dir) / 'stimuli.tsv'} (config classify.label)")
     known = pd.notna(labels)
-    groups = (data.trials["task"].astype(str) + "_" + data.trials["run"].astype(str)).to_numpy()
+    groups = run_groups(data.trials)
     log.info("classifying %s of %d trials (%d runs) with %s", label, known.sum(),
              len(set(groups[known])), settings["classifier"])
-    # items without a label (e.g. blank trials) are left out
-    kept = dataclasses.replace(data, betas=data.betas[known],
-                               trials=data.trials[known].reset_index(drop=True))
+    kept = data.take(known)  # items without a label (e.g. blank trials) are left out
     per_item, summary = classify_categories(
         kept, labels[known].astype(str), groups[known], classifier=settings["classifier"],
         Cs=settings["Cs"], n_features=settings["n_features"],

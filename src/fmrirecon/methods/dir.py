@@ -795,13 +795,15 @@ class DeepImageReconstruction(ReconstructionMethod):
         """
         from ..evaluation import summarise
 
+        from ..bids import stimulus_column
+
         table = data.stimuli
         if table is None or "family" not in table:
             log.warning("dir generalisation: the stimuli table has no 'family' column; skipped")
             return {}
-        families = dict(zip(table["stim_file"].astype(str), table["family"].astype(str)))
-        train_fam = np.array([families[str(f)] for f in data.train_stim_files])
-        test_fam = np.array([families[str(f)] for f in data.test_stim_files])
+        train_fam, test_fam = (
+            stimulus_column(table, files, "family", "stimuli/stimuli.tsv").astype(str)
+            for files in (data.train_stim_files, data.test_stim_files))
         source = self.generalisation["train"]
         targets = self.generalisation.get("test") or sorted(set(test_fam))
         keep = train_fam == source
@@ -881,23 +883,6 @@ def identification_scores(recon, true, feature_identification) -> dict:
 
 
 # ---------------------------------------------------------------- generalisation
-
-
-def stimulus_families(stimuli_dir: str | Path, stim_files) -> np.ndarray:
-    """The ``family`` of each of ``stim_files`` from ``stimuli_dir/stimuli.tsv``."""
-    import pandas as pd
-
-    path = Path(stimuli_dir) / "stimuli.tsv"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: not found (the stimulus families come from it)")
-    table = pd.read_csv(path, sep="\t")
-    if "family" not in table:
-        raise ValueError(f"{path}: no column 'family'")
-    lookup = dict(zip(table["stim_file"].astype(str), table["family"].astype(str)))
-    missing = [s for s in map(str, stim_files) if s not in lookup]
-    if missing:
-        raise ValueError(f"{path}: no row for {missing[:5]}")
-    return np.array([lookup[str(s)] for s in stim_files])
 
 
 def family_generalisation(train_betas, train_images, train_families, test_betas,
