@@ -90,6 +90,17 @@ def index_by_name(paths: Iterable[str | Path]) -> dict[tuple[str, str, str], Pat
     return out
 
 
+def _metric_table(rows: list[dict]) -> pd.DataFrame:
+    # rows -> the long table with its column types (an empty table keeps them too)
+    table = pd.DataFrame(rows, columns=METRIC_COLUMNS)
+    table["n"] = table["n"].astype("Int64")
+    for col in ("mean", "ci_low", "ci_high", "chance"):
+        table[col] = pd.to_numeric(table[col], errors="coerce").astype(float)
+    for col in ("subject", "method", "split", "metric"):
+        table[col] = table[col].astype(str)
+    return table
+
+
 def collect_metrics(summary_paths: Iterable[str | Path]) -> pd.DataFrame:
     """Gather ``_summary.json`` files into one long table.
 
@@ -121,12 +132,7 @@ def collect_metrics(summary_paths: Iterable[str | Path]) -> pd.DataFrame:
                     **key, "metric": metric, "n": None if n is None else int(n),
                     **{k: values.get(k) for k in ("mean", "ci_low", "ci_high", "chance")},
                 })
-    table = pd.DataFrame(rows, columns=METRIC_COLUMNS)
-    table["n"] = table["n"].astype("Int64")
-    for col in ("mean", "ci_low", "ci_high", "chance"):
-        table[col] = pd.to_numeric(table[col], errors="coerce").astype(float)
-    for col in ("subject", "method", "split", "metric"):
-        table[col] = table[col].astype(str)
+    table = _metric_table(rows)
     # Readable order: test before imagery, metrics as in the summary files.
     table = (table.assign(_split=table["split"].map({s: i for i, s in enumerate(SPLITS)}),
                           _metric=table["metric"].map(_METRIC_ORDER).fillna(len(_METRIC_ORDER)))
@@ -485,11 +491,7 @@ def classification_metrics(paths: Iterable[str | Path]) -> pd.DataFrame:
         rows.append({"subject": subject, "method": classifier, "split": summary["split"],
                      "metric": f"accuracy_{summary['label']}", "n": summary["n_items"],
                      **{k: accuracy[k] for k in ("mean", "ci_low", "ci_high", "chance")}})
-    table = pd.DataFrame(rows, columns=METRIC_COLUMNS)
-    table["n"] = table["n"].astype("Int64")
-    for col in ("mean", "ci_low", "ci_high", "chance"):
-        table[col] = table[col].astype(float)
-    return table
+    return _metric_table(rows)
 
 
 def classification_section(paths: Iterable[str | Path]) -> dict | None:

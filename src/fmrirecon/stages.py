@@ -196,7 +196,7 @@ def report(summary_paths, grid_paths, history_paths, config: dict, out_html, out
     metrics = collect_metrics(summary_paths)
     classified = classification_metrics(classification_paths)
     if len(classified):
-        # (an empty frame in concat would turn the numeric columns to object)
+        # (pandas deprecates empty frames in concat: their dtypes may not be kept)
         metrics = pd.concat([metrics, classified], ignore_index=True)
     write_metrics_table(metrics, out_tsv)
     sections = [classification_section(classification_paths), training_curves_section(history_paths, named_histories)]
