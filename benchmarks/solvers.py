@@ -105,13 +105,22 @@ def _standardise(X, Xt):
     return (X - mean) / scale, (np.asarray(Xt, dtype=np.float64) - mean) / scale
 
 
+def _subsets(size):
+    # FMRIRECON_BENCH_FULL=1 (set by --full) runs every peer on the whole problem
+    if os.environ.get("FMRIRECON_BENCH_FULL") == "1":
+        return {key: None for key in SUBSETS[size]}
+    return SUBSETS[size]
+
+
 def decoder_worker(impl, size, out):
     from fmrirecon.decoding import RidgeDecoder, cv_splits
 
     X, Y, groups, Xt, _ = decoder_data(**DECODER_SIZES[size])
-    sub = SUBSETS[size]
+    sub = _subsets(size)
     data_rss = _rss_mib()
     info = {}
+    import torch  # noqa: F401  (ours solves with torch: its import is not the solver's time)
+
     t0 = time.perf_counter()
     if impl == "ours":
         model = RidgeDecoder(ALPHAS, N_FOLDS, backend="auto").fit(X, Y, groups=groups)
@@ -196,7 +205,7 @@ def glm_worker(impl, size, out):
     from fmrirecon.glm import _percent_signal_change, _run_betas
 
     cfg = GLM_SIZES[size]
-    sub = SUBSETS[size]
+    sub = _subsets(size)
     motion_cols = ["trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z"]
     seconds, data_rss, results, info = 0.0, 0.0, [], {}
     runs = range(cfg["runs"])
@@ -275,7 +284,7 @@ def _compare(ours_out, peer_out, stage):
     return float(np.abs(ours[: len(peer)] - peer).max())
 
 
-def run_stage(stage, size, repeats, tmp):
+def run_stage(stage, size, repeats, tmp, only=None):
     if stage == "decoder":
         impls = ["ours", "himalaya", "himalaya_torch", "himalaya_f32", "sklearn_shared",
                  "sklearn_per_target"]
@@ -286,6 +295,8 @@ def run_stage(stage, size, repeats, tmp):
     else:
         impls = ["ours_lsa", "ours_lss", "nilearn_lsa", "nilearn_lss"]
         pairs = {"nilearn_lsa": "ours_lsa", "nilearn_lss": "ours_lss"}
+    if only:
+        impls = [impl for impl in impls if impl in only]
     slow = {"sklearn_per_target", "sklearn_shared", "himalaya", "himalaya_torch", "himalaya_f32",
             "nilearn_lss", "nilearn_lsa"}
     runs = {impl: [] for impl in impls}
@@ -305,7 +316,7 @@ def run_stage(stage, size, repeats, tmp):
         row = dict(stage=stage, size=size, impl=impl, seconds=t, repeats=len(infos),
                    full_seconds=t * infos[0].get("scale", 1.0), peak_mib=max(i["peak_mib"] for i in infos),
                    data_mib=max(i["data_mib"] for i in infos), subset=infos[0].get("subset", ""))
-        if impl in pairs:
+        if impl in pairs and runs.get(pairs[impl]):
             ref = runs[pairs[impl]]
             ref_t = float(np.median([i["seconds"] for i in ref]))
             row["ratio"] = row["full_seconds"] / ref_t
@@ -336,6 +347,11 @@ def main(argv=None):
     parser.add_argument("--stage", choices=["decoder", "glm", "all"], default="all")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--json", help="also write the rows to this JSON file")
+    parser.add_argument("--impls", nargs="+",
+                        help="run only these implementations (e.g. ours himalaya)")
+    parser.add_argument("--full", action="store_true",
+                        help="run every peer on the whole problem, no subset (hours at nsd): "
+                             "for agreement at size")
     parser.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -346,11 +362,13 @@ def main(argv=None):
     for stage, sizes in (("decoder", DECODER_SIZES), ("glm", GLM_SIZES)):
         if args.stage in (stage, "all"):
             print(f"{stage} {args.size}: {sizes[args.size]}", flush=True)
+    if args.full:
+        os.environ["FMRIRECON_BENCH_FULL"] = "1"  # read by the worker subprocesses
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for stage in ("decoder", "glm"):
             if args.stage in (stage, "all"):
-                rows += run_stage(stage, args.size, args.repeats, tmp)
+                rows += run_stage(stage, args.size, args.repeats, tmp, args.impls)
     print_table(rows)
     print("time s: measured (median of repeats); full s: extrapolated to the full problem when "
           "the peer ran on a subset; x ours: full s / ours; peak MiB: the worker's ru_maxrss; "
