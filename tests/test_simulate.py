@@ -303,6 +303,31 @@ def test_stimulus_folder(tmp_path):
         write_stimuli({**cfg, "n_train": 20}, tmp_path / "too_many")
 
 
+def test_disjoint_test_classes(tmp_path):
+    folder = _tiny_folder(tmp_path, 40)
+    labels = pd.read_csv(folder / "labels.tsv", sep="\t")
+    labels["cls"] = [f"c{i % 8}" for i in range(len(labels))]   # 8 classes x 5 images
+    labels.to_csv(folder / "labels.tsv", sep="\t", index=False)
+    cfg = {**SMALL, "subjects": 1, "stimulus_folder": str(folder), "channels": 3,
+           "n_train": 20, "n_train_repeated": 0, "n_test": 5, "disjoint_test_classes": "cls"}
+    write_stimuli(cfg, tmp_path / "bids")
+    table = pd.read_csv(tmp_path / "bids" / "stimuli" / "stimuli.tsv", sep="\t")
+    train, test = table[table["split"] == "train"], table[table["split"] == "test"]
+    assert len(train) == 20 and len(test) == 5 and table["source_file"].is_unique
+    assert not set(test["cls"]) & set(train["cls"])
+    # 20 training images need 4 classes of 5: 4 test classes remain for 5 test images
+    assert test["cls"].nunique() == 4
+    write_stimuli({**cfg, "n_train": 10}, tmp_path / "fewer")
+    table = pd.read_csv(tmp_path / "fewer" / "stimuli" / "stimuli.tsv", sep="\t")
+    assert table.loc[table["split"] == "test", "cls"].is_unique  # one class per test image
+    with pytest.raises(ValueError, match="disjoint from 36 training images"):  # 7 classes hold 35
+        write_stimuli({**cfg, "n_train": 36, "n_test": 4}, tmp_path / "too_many")
+    with pytest.raises(ValueError, match="no column 'wnid'"):
+        write_stimuli({**cfg, "disjoint_test_classes": "wnid"}, tmp_path / "no_column")
+    with pytest.raises(ValueError, match="needs a stimulus_folder"):
+        write_stimuli({**SMALL, "disjoint_test_classes": "cls"}, tmp_path / "no_folder")
+
+
 @pytest.mark.shared_data
 @pytest.mark.skipif(not (FACES / "labels.tsv").exists(), reason=f"shared data not found at {FACES}")
 def test_faces_celeba_folder(tmp_path):

@@ -247,17 +247,62 @@ def read_folder(folder: str | Path) -> pd.DataFrame:
     return table.sort_values("file", kind="stable").reset_index(drop=True)
 
 
-def sample_folder(folder: str | Path, n: int, seed: int) -> pd.DataFrame:
+def sample_folder(folder: str | Path, n: int, seed: int, *, n_test: int = 0,
+                  disjoint_column: str | None = None) -> pd.DataFrame:
     """Draw ``n`` distinct images of a folder, deterministically from ``seed``.
 
-    Returns the rows of :func:`read_folder` in the order drawn.
+    Parameters
+    ----------
+    folder : path
+        A folder as read by :func:`read_folder`.
+    n : int
+        Images to draw in all; the last ``n_test`` are the test images.
+    seed : int
+    n_test : int
+        Number of test images (only used with ``disjoint_column``).
+    disjoint_column : str, optional
+        A label column of ``labels.tsv`` (e.g. ``wnid``): the test images then come
+        from classes no training image has, one class per test image while classes
+        last and training keeps enough images, as in the studies of unseen-class
+        decoding (Horikawa & Kamitani 2017).
+
+    Returns
+    -------
+    DataFrame
+        Rows of :func:`read_folder` in the order drawn.
     """
     table = read_folder(folder)
     if n > len(table):
         raise ValueError(f"{folder}: {n} stimuli requested but only {len(table)} images")
     rng = np.random.default_rng([int(seed), 3])
-    pick = rng.choice(len(table), size=n, replace=False)
-    return table.iloc[pick].reset_index(drop=True)
+    if disjoint_column is None:
+        pick = rng.choice(len(table), size=n, replace=False)
+        return table.iloc[pick].reset_index(drop=True)
+    if disjoint_column not in table:
+        raise ValueError(f"{Path(folder) / 'labels.tsv'}: no column {disjoint_column!r} for "
+                         f"simulate.disjoint_test_classes (has {list(table.columns)})")
+    labels = table[disjoint_column].astype(str)
+    classes = rng.permutation(np.unique(labels))
+    n_train = n - n_test
+    counts = labels.value_counts().reindex(classes).to_numpy()
+    # as many test classes as test images, fewer if training needs their images
+    n_test_classes = next((k for k in range(min(n_test, len(classes) - 1), 0, -1)
+                           if counts[k:].sum() >= n_train and counts[:k].sum() >= n_test), 0)
+    if n_test_classes == 0:
+        raise ValueError(
+            f"{folder}: cannot draw {n_test} test images from classes ({disjoint_column!r}) "
+            f"disjoint from {n_train} training images: {len(classes)} classes, "
+            f"{len(labels)} images")
+    test_classes, train_classes = classes[:n_test_classes], classes[n_test_classes:]
+    train_pool = np.flatnonzero(labels.isin(train_classes).to_numpy())
+    # test images: one per test class in turn (skipping exhausted classes), then again
+    by_class = [list(rng.permutation(np.flatnonzero((labels == c).to_numpy())))
+                for c in test_classes]
+    test_pick = []
+    while len(test_pick) < n_test:
+        test_pick += [pool.pop() for pool in by_class if pool][: n_test - len(test_pick)]
+    train_pick = rng.choice(train_pool, size=n_train, replace=False)
+    return table.iloc[np.concatenate([train_pick, test_pick])].reset_index(drop=True)
 
 
 def save_png(path: str | Path, image: np.ndarray) -> None:

@@ -72,6 +72,9 @@ DEFAULTS: dict = {
     "image_size": 32,
     "channels": 1,
     "stimulus_folder": None,
+    # A label column of the stimulus folder (e.g. "wnid"): test images from classes
+    # that no training image has (unseen-class semantic decoding).
+    "disjoint_test_classes": None,
     "n_train": 240,
     "n_train_repeated": 40,
     "n_test": 20,
@@ -152,6 +155,8 @@ def _config(cfg: dict | None) -> dict:
         (len(c["volume_shape"]) == 3 and min(c["volume_shape"]) >= 6,
          "volume_shape must be 3 sizes >= 6"),
         (c["image_size"] >= 4, "image_size must be >= 4"),
+        (c["disjoint_test_classes"] is None or bool(c["stimulus_folder"]),
+         "disjoint_test_classes needs a stimulus_folder"),
     ]
     for ok, message in checks:
         if not ok:
@@ -250,7 +255,8 @@ def write_stimuli(cfg: dict | None, bids_dir: str | Path) -> list[Path]:
     written = []
     if c["stimulus_folder"]:
         folder = Path(c["stimulus_folder"])
-        sample = stimuli.sample_folder(folder, len(splits), c["seed"])
+        sample = stimuli.sample_folder(folder, len(splits), c["seed"], n_test=c["n_test"],
+                                       disjoint_column=c["disjoint_test_classes"])
         images = stimuli.load_folder_images(folder, sample["file"].tolist(), size, channels)
         table = pd.DataFrame({
             "stim_file": [n for _, n in splits],
