@@ -370,7 +370,8 @@ def read_feature_attrs(path: str | Path) -> dict:
 
 
 def load_labelled_images(folder: str | Path, size: int = 32, column: str = "class_name",
-                         limit: int | None = None, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+                         limit: int | None = None, seed: int = 0,
+                         exclude: Sequence[str] = ()) -> tuple[np.ndarray, np.ndarray]:
     """RGB images and labels of a folder with a ``labels.tsv`` (columns ``file`` and ``column``).
 
     Parameters
@@ -383,6 +384,8 @@ def load_labelled_images(folder: str | Path, size: int = 32, column: str = "clas
     limit : int, optional
         Keep a random subset of this many images (seeded).
     seed : int
+    exclude : sequence of str
+        Files (as in ``labels.tsv``) to leave out, e.g. the study's stimuli.
 
     Returns
     -------
@@ -400,6 +403,7 @@ def load_labelled_images(folder: str | Path, size: int = 32, column: str = "clas
     for col in ("file", column):
         if col not in table:
             raise ValueError(f"{table_path}: no column {col!r} (has {list(table.columns)})")
+    table = table[~table["file"].astype(str).isin(set(exclude))]
     if limit is not None and limit < len(table):
         table = table.sample(n=limit, random_state=seed).sort_index()
     images = load_images([Path(folder) / p for p in table["file"]], size, channels=3)
@@ -596,7 +600,8 @@ def extract_stimulus_features(stimuli_dir: str | Path, settings: dict, images: d
     write_features(out_h5, features, attrs)
 
 
-def train_feature_network(folder: str | Path, settings: dict, seed: int, out: str | Path) -> dict:
+def train_feature_network(folder: str | Path, settings: dict, seed: int, out: str | Path,
+                          stimuli_table: str | Path | None = None) -> dict:
     """Train ``smallconv`` on a labelled image folder (config ``train_network`` of a
     ``dir`` or ``selfsup`` method).
 
@@ -607,10 +612,14 @@ def train_feature_network(folder: str | Path, settings: dict, seed: int, out: st
     settings : dict
         ``column`` (default ``class_name``), ``size`` (32), ``epochs`` (10),
         ``limit`` (all images), ``width`` (16), ``batch_size`` (128), ``lr`` (2e-3),
-        ``device`` (``"auto"``).
+        ``device`` (``"auto"``), ``exclude_stimuli`` (False: with True, the images of
+        ``stimuli_table``'s ``source_file`` column stay out of training, so a network
+        trained on the stimuli's own image set never sees a study image).
     seed : int
     out : str or Path
         The state_dict; its provenance goes to ``<out>.json``.
+    stimuli_table : str or Path, optional
+        The study's ``stimuli.tsv``; needed with ``exclude_stimuli``.
 
     Returns
     -------
@@ -619,18 +628,31 @@ def train_feature_network(folder: str | Path, settings: dict, seed: int, out: st
     """
     from .devices import select_device
 
-    known = {"folder", "column", "size", "epochs", "limit", "width", "batch_size", "lr", "device"}
+    import pandas as pd
+
+    known = {"folder", "column", "size", "epochs", "limit", "width", "batch_size", "lr", "device",
+             "exclude_stimuli"}
     unknown = set(settings) - known
     if unknown:
         raise ValueError(f"methods.<name>.train_network: unknown keys {sorted(unknown)}; known {sorted(known)}")
+    exclude = []
+    if settings.get("exclude_stimuli"):
+        table = pd.read_csv(stimuli_table, sep="\t", dtype=str) if stimuli_table else None
+        if table is None or "source_file" not in table:
+            raise ValueError(f"{stimuli_table}: train_network.exclude_stimuli needs the stimuli "
+                             f"table's source_file column (the stimuli's files in {folder})")
+        exclude = table["source_file"].dropna().tolist()
     images, labels = load_labelled_images(folder, size=settings.get("size", 32),
                                           column=settings.get("column", "class_name"),
-                                          limit=settings.get("limit"), seed=seed)
+                                          limit=settings.get("limit"), seed=seed, exclude=exclude)
+    if exclude:
+        log.info("train_network: %d study images left out of %s", len(exclude), folder)
     _, meta = train_small_network(
         images, labels, out, epochs=settings.get("epochs", 10),
         batch_size=settings.get("batch_size", 128), lr=settings.get("lr", 2e-3),
         width=settings.get("width", 16), seed=seed,
-        device=select_device(settings.get("device", "auto")), source=Path(folder).name,
+        device=select_device(settings.get("device", "auto")),
+        source=Path(folder).name + (" without the study's images" if exclude else ""),
     )
     return meta
 

@@ -190,3 +190,17 @@ def method_files(wildcards):
 def method_parameters(wildcards, input):
     """The method's settings with its extra files in place."""
     return {**method_settings(wildcards.method), **{k: input[k] for k in method_files(wildcards)}}
+
+
+def excluded_stimuli(network):
+    """The study's stimuli folder when train_network.exclude_stimuli keeps its images out."""
+    from fmrirecon.features import network_training
+
+    if not network_training(config["methods"], network).get("exclude_stimuli"):
+        return []
+    if IMPORTED:
+        raise ValueError(
+            "train_network.exclude_stimuli: imported betas have no dataset-level stimuli "
+            "table; leave the study's images out of the training folder instead"
+        )
+    return [STIMULI]

@@ -25,6 +25,7 @@ METHOD_FILES.setdefault("selfsup", []).append(
 rule train_feature_network:
     input:
         folder=lambda wc: network_training(config["methods"], wc.network)["folder"],
+        stimuli=lambda wc: excluded_stimuli(wc.network),
     output:
         weights=FEATURES / "{network}_weights.pt",
         provenance=FEATURES / "{network}_weights.pt.json",

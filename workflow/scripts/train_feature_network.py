@@ -4,7 +4,12 @@ from fmrirecon.logs import log_to
 
 log_to(snakemake.log[0])
 
+from pathlib import Path
+
 from fmrirecon.features import train_feature_network
 
+stimuli = snakemake.input.get("stimuli")  # with train_network.exclude_stimuli
+
 train_feature_network(snakemake.input.folder, snakemake.params.settings,
-                      snakemake.params.seed, snakemake.output.weights)
+                      snakemake.params.seed, snakemake.output.weights,
+                      stimuli_table=stimuli and Path(stimuli) / "stimuli.tsv")
