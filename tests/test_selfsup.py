@@ -253,15 +253,17 @@ def test_extra_metrics_semantic_classification_with_folder_prototypes(tmp_path):
         semantic_folder=str(folder), semantic_layers=["relu1", "relu2"],
         semantic_k=[1, 2], **TINY).fit(betas[:len(pick)], study[:len(pick)])
     extra = model.extra_metrics(_evaluation_data(study, betas, len(pick), stimuli=stimuli))
-    for prefix in ("semantic", "semantic_unseen", "semantic_stimulus"):
+    for prefix in ("semantic", "semantic_unseen", "semantic_decoded", "semantic_decoded_unseen",
+                   "semantic_stimulus"):
         for k in (1, 2):
             entry = extra[f"{prefix}_top{k}"]
             assert entry["chance"] == pytest.approx(k / 6)
             assert entry["ci_low"] <= entry["mean"] <= entry["ci_high"]
     # Prototypes leave out the study's images, yet classify the shown images ...
     assert extra["semantic_stimulus_top1"]["ci_low"] > 0.5
-    # ... and the reconstructions better than chance.
+    # ... and the reconstructions, and the features decoded from the betas, better than chance.
     assert extra["semantic_top1"]["mean"] > 2 / 6
+    assert extra["semantic_decoded_top1"]["mean"] > 2 / 6
 
 
 def test_encoder_keeps_the_epoch_of_lowest_heldout_loss(data):

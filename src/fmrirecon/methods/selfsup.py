@@ -774,6 +774,9 @@ class SelfSupervisedReconstruction(ReconstructionMethod):
           features of the folder's images not shown in the study (chance ``k`` / number
           of classes; see :func:`fmrirecon.semantic.semantic_classification`);
           ``semantic_unseen_top<k>`` for the items whose class has no training image;
+          ``semantic_decoded_top<k>`` (and ``_unseen``), the same with deep features
+          decoded straight from the betas (:meth:`decode_features`) instead of the
+          reconstruction's;
           ``semantic_stimulus_top<k>``, the same classifier on the shown images
           themselves (what a perfect reconstruction would score).
         - with ``ablation``: ``cycles_gain_*``, see :meth:`ablation_metrics`.
@@ -896,19 +899,45 @@ class SelfSupervisedReconstruction(ReconstructionMethod):
         log.info("selfsup: %d of %d test items of classes without training images",
                  unseen.sum(), len(labels))
         out = {}
-        sets = {"semantic": (recon, np.ones(len(labels), bool)),
-                "semantic_unseen": (recon, unseen),
-                "semantic_stimulus": (np.asarray(data.test_images)[known], np.ones(len(labels), bool))}
-        for prefix, (images, keep) in sets.items():
+        recon_feats = extract_features(recon, extractor)
+        decoded = {layer: values[known] for layer, values in
+                   self.decode_features(data, extractor).items()}
+        everything = np.ones(len(labels), bool)
+        sets = {"semantic": (recon_feats, everything),
+                "semantic_unseen": (recon_feats, unseen),
+                "semantic_decoded": (decoded, everything),
+                "semantic_decoded_unseen": (decoded, unseen),
+                "semantic_stimulus": (extract_features(np.asarray(data.test_images)[known], extractor),
+                                      everything)}
+        for prefix, (all_feats, keep) in sets.items():
             if keep.sum() == 0:
                 continue
-            feats = extract_features(images[keep], extractor)
+            feats = {layer: values[keep] for layer, values in all_feats.items()}
             _, summary = semantic_classification(feats, labels[keep], protos, names,
                                                  k=s["semantic_k"], n_boot=data.n_boot,
                                                  seed=data.seed)
             for kk in sorted({int(v) for v in s["semantic_k"]}):
                 out[f"{prefix}_top{kk}"] = summary[f"top{kk}"]
         return out
+
+    def decode_features(self, data, extractor) -> dict:
+        """Deep features of the test items decoded straight from their betas.
+
+        The shared ridge decoder (:class:`fmrirecon.decoding.RidgeDecoder`, a penalty
+        per unit) learns the map from the training betas to the features of their
+        images, as Horikawa & Kamitani (2017) decoded features for unseen categories;
+        no image is drawn. Returns ``{layer: (n_test, units)}``.
+        """
+        from ..decoding import RidgeDecoder
+        from ..features import extract_features
+
+        train = extract_features(np.asarray(data.train_images), extractor)
+        layers = list(train)
+        decoder = RidgeDecoder(seed=self.seed).fit(
+            data.train_betas, np.concatenate([train[layer] for layer in layers], axis=1))
+        predicted = decoder.predict(data.test_betas)
+        edges = np.cumsum([train[layer].shape[1] for layer in layers])[:-1]
+        return dict(zip(layers, np.split(predicted, edges, axis=1)))
 
     def training_history(self):
         """Per-epoch loss curves (phase, variant, epoch, loss terms)."""
