@@ -203,4 +203,4 @@ def excluded_stimuli(network):
             "train_network.exclude_stimuli: imported betas have no dataset-level stimuli "
             "table; leave the study's images out of the training folder instead"
         )
-    return [STIMULI]
+    return STIMULI

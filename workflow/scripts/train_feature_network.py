@@ -8,7 +8,8 @@ from pathlib import Path
 
 from fmrirecon.features import train_feature_network
 
-stimuli = snakemake.input.get("stimuli")  # with train_network.exclude_stimuli
+# the stimuli folder with train_network.exclude_stimuli (an empty input otherwise)
+stimuli = snakemake.input.stimuli if snakemake.input.get("stimuli") else None
 
 train_feature_network(snakemake.input.folder, snakemake.params.settings,
                       snakemake.params.seed, snakemake.output.weights,
