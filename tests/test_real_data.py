@@ -126,4 +126,6 @@ def test_haxby_workflow_classifies_categories(tmp_path):
     assert row["mean"] > 0.70 and row["ci_low"] > 0.5
     summary = json.loads(next(results.rglob("sub-1_desc-svm_classification.json")).read_text())
     assert summary["n_groups"] == 12 and summary["binomial"]["p_value"] < 1e-10
-    assert "Category classification (leave one run out)" in (results / "report" / "index.html").read_text()
+    html = (results / "report" / "index.html").read_text()
+    assert "Category classification (leave one run out)" in html
+    assert 'id="reconstructions"' not in html  # nothing to draw in a classification study

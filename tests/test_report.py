@@ -123,6 +123,7 @@ def test_build_report(outputs, tmp_path):
     for method in METHODS:
         assert method in html
     assert "imagery" in html
+    assert 'id="identification"' in html and 'id="reconstructions"' in html
     # chance levels in the summary table: 0 for pixcorr, 0.5 for 2-way, 0.2 for 5-way
     chance_row = re.search(r'<tr class="chance">(.*?)</tr>', html, re.S).group(1)
     assert re.findall(r"<td>(.*?)</td>", chance_row) == ["0.000", "n/a", "0.500", "0.500", "0.200"]
