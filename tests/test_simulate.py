@@ -303,6 +303,27 @@ def test_stimulus_folder(tmp_path):
         write_stimuli({**cfg, "n_train": 20}, tmp_path / "too_many")
 
 
+def test_unpaired_images_are_new_draws_of_the_stimulus_families(tmp_path):
+    from fmrirecon.simulate import write_unpaired
+
+    cfg = {**SMALL, "n_unpaired": 9}
+    write_stimuli(cfg, tmp_path / "bids")
+    folder = write_unpaired(cfg, tmp_path / "unpaired")
+    table = pd.read_csv(folder / "labels.tsv", sep="\t")
+    assert len(table) == 9 and table["family"].value_counts().to_dict() == {
+        "shape": 3, "letter": 3, "natural": 3}
+    shown = [np.asarray(Image.open(p)) for p in sorted((tmp_path / "bids" / "stimuli").glob("*.png"))]
+    for name in table["file"]:
+        image = np.asarray(Image.open(folder / name))
+        assert image.shape == shown[0].shape
+        assert not any(np.array_equal(image, s) for s in shown)
+    again = write_unpaired(cfg, tmp_path / "again")  # seeded
+    assert all(np.array_equal(np.asarray(Image.open(folder / f)), np.asarray(Image.open(again / f)))
+               for f in table["file"])
+    with pytest.raises(ValueError, match="n_unpaired draws procedural images"):
+        write_unpaired({**cfg, "stimulus_folder": str(tmp_path)}, tmp_path / "bad")
+
+
 def test_disjoint_test_classes(tmp_path):
     folder = _tiny_folder(tmp_path, 40)
     labels = pd.read_csv(folder / "labels.tsv", sep="\t")

@@ -22,6 +22,20 @@ if SIMULATED:
         script:
             "../scripts/simulate_stimuli.py"
 
+    if SIM["n_unpaired"]:
+
+        rule simulate_unpaired:
+            output:
+                directory(RESULTS / "simulated" / "unpaired"),
+            params:
+                sim=SIM,
+            log:
+                LOGS / "simulate_unpaired.log",
+            conda:
+                "../../envs/fmri.yaml"
+            script:
+                "../scripts/simulate_unpaired.py"
+
     rule simulate_subject:
         input:
             stimuli=rules.simulate_stimuli.output.stimuli,

@@ -24,6 +24,7 @@ from .study import (
     simulate_subject,
     study_plan,
     write_stimuli,
+    write_unpaired,
 )
 
 __all__ = [
@@ -34,4 +35,5 @@ __all__ = [
     "simulate_subject",
     "study_plan",
     "write_stimuli",
+    "write_unpaired",
 ]

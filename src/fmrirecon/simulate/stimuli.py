@@ -36,7 +36,7 @@ NATURAL_SOURCES = (
 # Shapes and letters are drawn this many times larger, then downsampled (antialiasing).
 _SUPERSAMPLE = 4
 
-_SPLIT_CODES = {"train": 1, "test": 2}
+_SPLIT_CODES = {"train": 1, "test": 2, "unpaired": 3}
 
 
 def stimulus_rng(seed: int, split: str, index: int) -> np.random.Generator:

@@ -75,6 +75,9 @@ DEFAULTS: dict = {
     # A label column of the stimulus folder (e.g. "wnid"): test images from classes
     # that no training image has (unseen-class semantic decoding).
     "disjoint_test_classes": None,
+    # Procedural images never shown (same families, other random draws), written to an
+    # image folder for generator or self-supervised training (write_unpaired).
+    "n_unpaired": 0,
     "n_train": 240,
     "n_train_repeated": 40,
     "n_test": 20,
@@ -122,7 +125,8 @@ def _config(cfg: dict | None) -> dict:
     """``cfg`` merged over :data:`DEFAULTS`, checked."""
     c = {**DEFAULTS, **(cfg or {})}
     ints = ("seed", "subjects", "image_size", "channels", "n_train", "n_train_repeated",
-            "n_test", "test_repeats", "imagery_repeats", "trials_per_run", "n_visual_voxels")
+            "n_test", "test_repeats", "imagery_repeats", "trials_per_run", "n_visual_voxels",
+            "n_unpaired")
     for key in ints:
         c[key] = int(c[key])
     for key in ("tr", "trial_duration", "rest_duration", "voxel_size_mm", "signal_psc",
@@ -157,6 +161,10 @@ def _config(cfg: dict | None) -> dict:
         (c["image_size"] >= 4, "image_size must be >= 4"),
         (c["disjoint_test_classes"] is None or bool(c["stimulus_folder"]),
          "disjoint_test_classes needs a stimulus_folder"),
+        (c["n_unpaired"] >= 0, "n_unpaired must be >= 0"),
+        (c["n_unpaired"] == 0 or not c["stimulus_folder"],
+         "n_unpaired draws procedural images; with a stimulus_folder, use the folder's "
+         "other images as unpaired images instead"),
     ]
     for ok, message in checks:
         if not ok:
@@ -220,6 +228,42 @@ def bids_run_name(subject: str, task: str, run: int) -> str:
 def _write_json(path: Path, data: dict) -> Path:
     path.write_text(json.dumps(data, indent=2) + "\n")
     return path
+
+
+def write_unpaired(cfg: dict | None, folder: str | Path) -> Path:
+    """Write ``n_unpaired`` procedural images that the study never shows.
+
+    Same families and drawing as the stimuli but their own random stream, so no image
+    repeats a stimulus (natural crops may come from the same photographs). The folder
+    has ``images/`` and a ``labels.tsv`` (``file``, ``family``), the layout of the
+    image folders the ``latent`` and ``selfsup`` methods take as unpaired images.
+
+    Parameters
+    ----------
+    cfg : dict
+        The config's ``simulate`` section.
+    folder : path
+        Created if needed.
+
+    Returns
+    -------
+    Path
+        ``folder``.
+    """
+    c = _config(cfg)
+    folder = Path(folder)
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i in range(c["n_unpaired"]):
+        family = stimuli.family_of(i)
+        image = stimuli.draw_stimulus(family, stimuli.stimulus_rng(c["seed"], "unpaired", i),
+                                      c["image_size"], c["channels"])
+        name = f"images/unpaired_{i + 1:05d}.png"
+        stimuli.save_png(folder / name, image)
+        rows.append({"file": name, "family": family})
+    pd.DataFrame(rows, columns=["file", "family"]).to_csv(folder / "labels.tsv", sep="\t",
+                                                          index=False)
+    return folder
 
 
 def write_stimuli(cfg: dict | None, bids_dir: str | Path) -> list[Path]:
