@@ -175,3 +175,21 @@ def test_training_curves_section_adds_named_models_without_wall_time(tmp_path):
     (ax,) = section["figure"].axes
     assert ax.get_title() == "generator (VAE-GAN)"
     assert sorted(line.get_label() for line in ax.get_lines()) == ["kl", "pixel"]
+
+
+def test_resources_section_sums_the_benchmark_files(tmp_path):
+    from fmrirecon.report import resources_section
+
+    assert resources_section(tmp_path) is None
+    header = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
+    for name, s, rss in (("glm/sub-01.tsv", 10.0, 500.0), ("glm/sub-02.tsv", 30.0, 700.0),
+                         ("train_generator.tsv", 5.0, "-")):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text(header + f"{s}\t0:00:10\t{rss}\t1\t1\t1\t0\t0\t50\t9\n")
+    table = resources_section(tmp_path)["table"].set_index("rule")
+    assert table.loc["glm", "jobs"] == 2 and table.loc["glm", "total_s"] == 40.0
+    assert table.loc["glm", "longest_s"] == 30.0 and table.loc["glm", "peak_rss_mb"] == 700.0
+    assert table.index[0] == "glm" and np.isnan(table.loc["train_generator", "peak_rss_mb"])
+    (tmp_path / "bad.tsv").write_text("a\tb\n1\t2\n")
+    with pytest.raises(ValueError, match="bad.tsv: not a Snakemake benchmark file"):
+        resources_section(tmp_path)

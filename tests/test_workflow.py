@@ -77,6 +77,10 @@ def test_report_covers_every_subject_method_and_split(study):
     assert set(metrics.subject) == {"01", "02"}
     assert set(metrics.split) == {"test", "imagery"}
     assert set(metrics.metric) >= {"pixcorr", "ssim", "ident2", "nway"}
+    # every stage's wall time and peak memory, from the jobs' benchmark files
+    assert "Compute resources per stage" in html
+    for rule in ("simulate_subject", "glm", "decode", "reconstruct", "evaluate"):
+        assert f"<td>{rule}</td>" in html
     for folder in ("fmrirecon", "fmriprep"):  # fmriprep: light preprocessing's layout
         description = study / "results" / "derivatives" / folder / "dataset_description.json"
         assert '"DatasetType": "derivative"' in description.read_text()

@@ -530,3 +530,41 @@ def classification_section(paths: Iterable[str | Path]) -> dict | None:
     html = (table.to_html(index=False, escape=True, classes="data", border=0) +
             f'<img alt="confusion matrix" src="data:image/png;base64,{figure_to_base64(fig)}">')
     return {"title": "Category classification (leave one run out)", "html": html}
+
+
+def resources_section(benchmark_dir: str | Path) -> dict | None:
+    """A report section: wall time and peak memory of each stage of the workflow.
+
+    Reads the Snakemake benchmark files under ``benchmark_dir`` (one TSV per job,
+    ``<rule>/<job>.tsv`` or ``<rule>.tsv``, columns ``s`` and ``max_rss`` in MB among
+    others). Jobs run in an earlier invocation keep their file, so the table covers
+    every job whose output is current.
+
+    Returns
+    -------
+    dict or None
+        ``{"title", "table"}`` with one row per rule: jobs, total and longest wall
+        time (s) and the largest peak resident memory of a job (MB); None without
+        benchmark files.
+    """
+    rows = []
+    root = Path(benchmark_dir)
+    for path in sorted(root.rglob("*.tsv")):
+        table = pd.read_csv(path, sep="\t")
+        missing = {"s", "max_rss"} - set(table.columns)
+        if missing:
+            raise ValueError(f"{path}: not a Snakemake benchmark file (no {sorted(missing)})")
+        rule = path.relative_to(root).parts[0].removesuffix(".tsv")
+        # a failed measurement is written as "-"; repeats are rows: keep their median
+        values = table[["s", "max_rss"]].apply(pd.to_numeric, errors="coerce").median()
+        rows.append({"rule": rule, "s": values["s"], "max_rss": values["max_rss"]})
+    if not rows:
+        return None
+    jobs = pd.DataFrame(rows)
+    summary = (jobs.groupby("rule", sort=False)
+               .agg(jobs=("s", "size"), total_s=("s", "sum"), longest_s=("s", "max"),
+                    peak_rss_mb=("max_rss", "max"))
+               .sort_values("total_s", ascending=False).reset_index())
+    for col in ("total_s", "longest_s", "peak_rss_mb"):
+        summary[col] = summary[col].round(1)
+    return {"title": "Compute resources per stage (wall time, peak memory)", "table": summary}

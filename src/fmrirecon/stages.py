@@ -180,18 +180,19 @@ def classify(betas_path, trials_path, voxels_path, stimuli_dir, settings: dict, 
 
 def report(summary_paths, grid_paths, history_paths, config: dict, out_html, out_tsv,
            betas_paths: dict | None = None, classification_paths=(),
-           named_histories: dict | None = None) -> None:
+           named_histories: dict | None = None, benchmark_dir=None) -> None:
     """The aggregated HTML report and the long metrics table.
 
     ``betas_paths`` (subject -> betas HDF5) adds the reliability of each step of the
     ``denoised`` GLM; ``classification_paths`` (``sub-<s>_desc-<classifier>
     _classification.json`` of :func:`classify`) add the classification accuracies;
     ``named_histories`` (label -> curves TSV) adds training curves of shared models,
-    such as the generator.
+    such as the generator; ``benchmark_dir`` (the jobs' Snakemake benchmark files) adds
+    each stage's wall time and peak memory.
     """
     from .report import (build_report, classification_metrics, classification_section,
-                         collect_metrics, index_by_name, training_curves_section,
-                         write_metrics_table)
+                         collect_metrics, index_by_name, resources_section,
+                         training_curves_section, write_metrics_table)
 
     metrics = collect_metrics(summary_paths)
     classified = classification_metrics(classification_paths)
@@ -206,6 +207,8 @@ def report(summary_paths, grid_paths, history_paths, config: dict, out_html, out
         table, figure = reliability_by_step(betas_paths)
         sections += [{"title": "Single-trial reliability by GLM step", "figure": figure},
                      {"title": "Single-trial reliability by GLM step (medians)", "table": table}]
+    if benchmark_dir is not None:
+        sections.append(resources_section(benchmark_dir))
     build_report(metrics, index_by_name(grid_paths), config, Path(out_html),
                  extra_sections=[s for s in sections if s is not None],
                  title=config["report"]["title"])

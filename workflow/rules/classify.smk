@@ -17,6 +17,8 @@ rule classify:
         n_boot=config["evaluation"]["n_boot"],
     log:
         LOGS / "classify" / "sub-{subject}.log",
+    benchmark:
+        BENCHMARKS / "classify" / "sub-{subject}.tsv",
     conda:
         "../../envs/fmri.yaml"
     script:

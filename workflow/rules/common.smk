@@ -43,6 +43,8 @@ RESULTS = Path(config["results_dir"])
 OUT = RESULTS / "derivatives" / "fmrirecon"
 REPORT = RESULTS / "report"
 LOGS = RESULTS / "logs"
+# Wall time and peak memory of every job (Snakemake benchmark files), summed up in the report.
+BENCHMARKS = RESULTS / "benchmarks"
 # Where the betas come from: a file of ready-made betas (entry point "betas"), the
 # built-in simulation, or a BIDS dataset.
 IMPORTED = config["betas"] is not None

@@ -18,6 +18,8 @@ rule decode:
     threads: 2
     log:
         LOGS / "decode" / "sub-{subject}_desc-{method}.log",
+    benchmark:
+        BENCHMARKS / "decode" / "sub-{subject}_desc-{method}.tsv",
     conda:
         "../../envs/torch.yaml"
     script:

@@ -13,6 +13,8 @@ rule evaluate:
         seed=config["seed"],
     log:
         LOGS / "evaluate" / "sub-{subject}_desc-{method}{split}.log",
+    benchmark:
+        BENCHMARKS / "evaluate" / "sub-{subject}_desc-{method}{split}.tsv",
     conda:
         "../../envs/fmri.yaml"
     script:

@@ -37,6 +37,8 @@ rule train_feature_network:
         gpu=1,
     log:
         LOGS / "train_feature_network" / "{network}.log",
+    benchmark:
+        BENCHMARKS / "train_feature_network" / "{network}.tsv",
     conda:
         "../../envs/torch.yaml"
     script:
@@ -59,6 +61,8 @@ rule extract_features:
         gpu=1,
     log:
         LOGS / "extract_features" / "stimuli_desc-{method}.log",
+    benchmark:
+        BENCHMARKS / "extract_features" / "stimuli_desc-{method}.tsv",
     conda:
         "../../envs/torch.yaml"
     script:

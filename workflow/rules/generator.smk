@@ -29,6 +29,8 @@ rule train_generator:
         gpu=1,
     log:
         LOGS / "train_generator.log",
+    benchmark:
+        BENCHMARKS / "train_generator.tsv",
     conda:
         "../../envs/torch.yaml"
     script:

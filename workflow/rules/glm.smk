@@ -11,6 +11,8 @@ if IMPORTED:
             spec=IMPORT_SPEC,
         log:
             LOGS / "import_betas" / "sub-{subject}.log",
+        benchmark:
+            BENCHMARKS / "import_betas" / "sub-{subject}.tsv",
         conda:
             "../../envs/fmri.yaml"
         script:
@@ -41,6 +43,8 @@ else:
         threads: 2
         log:
             LOGS / "glm" / "sub-{subject}.log",
+        benchmark:
+            BENCHMARKS / "glm" / "sub-{subject}.tsv",
         conda:
             "../../envs/fmri.yaml"
         script:
@@ -56,6 +60,8 @@ rule select_voxels:
         settings=config["voxels"],
     log:
         LOGS / "select_voxels" / "sub-{subject}.log",
+    benchmark:
+        BENCHMARKS / "select_voxels" / "sub-{subject}.tsv",
     conda:
         "../../envs/fmri.yaml"
     script:

@@ -10,6 +10,8 @@ if PREP_METHOD == "light":
             PREP / "sub-{subject}" / "func" / "sub-{subject}_desc-light_boldref.nii.gz",
         log:
             LOGS / "bold_reference" / "sub-{subject}.log",
+        benchmark:
+            BENCHMARKS / "bold_reference" / "sub-{subject}.tsv",
         conda:
             "../../envs/fmri.yaml"
         script:
@@ -25,6 +27,8 @@ if PREP_METHOD == "light":
             confounds=PREP / "sub-{subject}" / "func" / "sub-{subject}_task-{task}_run-{run}_desc-confounds_timeseries.tsv",
         log:
             LOGS / "preprocess_light" / "sub-{subject}_task-{task}_run-{run}.log",
+        benchmark:
+            BENCHMARKS / "preprocess_light" / "sub-{subject}_task-{task}_run-{run}.tsv",
         conda:
             "../../envs/fmri.yaml"
         script:
@@ -71,6 +75,8 @@ elif PREP_METHOD == "fmriprep" and config["preprocess"]["fmriprep"]["engine"] ==
             runtime=24 * 60,
         log:
             LOGS / "fmriprep" / "sub-{subject}.log",
+        benchmark:
+            BENCHMARKS / "fmriprep" / "sub-{subject}.tsv",
         container:
             container_image(_FMRIPREP)
         shell:
@@ -96,6 +102,8 @@ elif PREP_METHOD == "fmriprep":
             runtime=24 * 60,
         log:
             LOGS / "fmriprep" / "sub-{subject}.log",
+        benchmark:
+            BENCHMARKS / "fmriprep" / "sub-{subject}.tsv",
         conda:
             "../../envs/fmri.yaml"
         script:

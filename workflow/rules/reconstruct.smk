@@ -27,6 +27,8 @@ rule reconstruct:
         gpu=1,
     log:
         LOGS / "reconstruct" / "sub-{subject}_desc-{method}{split}.log",
+    benchmark:
+        BENCHMARKS / "reconstruct" / "sub-{subject}_desc-{method}{split}.tsv",
     conda:
         "../../envs/torch.yaml"
     script:

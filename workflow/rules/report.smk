@@ -19,6 +19,8 @@ rule report:
         # the denoised GLM's step-by-step reliability goes into the report
         step_reliability=not IMPORTED and config["glm"]["method"] == "denoised",
         subjects=SUBJECTS,
+        # every job's wall time and peak memory (benchmark files, read when they exist)
+        benchmarks=BENCHMARKS,
     log:
         LOGS / "report.log",
     conda:

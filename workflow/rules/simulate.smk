@@ -17,6 +17,8 @@ if SIMULATED:
             bids_dir=BIDS,
         log:
             LOGS / "simulate_stimuli.log",
+        benchmark:
+            BENCHMARKS / "simulate_stimuli.tsv",
         conda:
             "../../envs/fmri.yaml"
         script:
@@ -31,6 +33,8 @@ if SIMULATED:
                 sim=SIM,
             log:
                 LOGS / "simulate_unpaired.log",
+            benchmark:
+                BENCHMARKS / "simulate_unpaired.tsv",
             conda:
                 "../../envs/fmri.yaml"
             script:
@@ -50,6 +54,8 @@ if SIMULATED:
             bids_dir=BIDS,
         log:
             LOGS / "simulate_subject" / "sub-{subject}.log",
+        benchmark:
+            BENCHMARKS / "simulate_subject" / "sub-{subject}.tsv",
         conda:
             "../../envs/fmri.yaml"
         script:
