@@ -287,6 +287,28 @@ def test_encoder_keeps_the_epoch_of_lowest_heldout_loss(data):
                                      decoder_epochs=0, **TINY).fit(noisy[:20], images[:20])
 
 
+def test_residual_cycle_noise_is_the_encoders_heldout_residual_sd(data):
+    images, clean, noisy = data
+    fits = {}
+    for name, betas in (("noisy", noisy), ("clean", clean)):
+        model = SelfSupervisedReconstruction(seed=0, encoder_epochs=6, decoder_epochs=1,
+                                             encoder_val_fraction=0.2, cycle_noise="residual",
+                                             **TINY)
+        fits[name] = model.fit(betas[:120], images[:120], unpaired_images=images[200:])
+    model = fits["noisy"]
+    val = model._encoder_split(images[:120])[1].numpy()
+    z = model._standardise(noisy[:120][val])
+    x = torch.from_numpy(images[:120][val].transpose(0, 3, 1, 2).copy())
+    with torch.no_grad():
+        residual = z - model.encoder_(x).numpy()
+    np.testing.assert_allclose(model.cycle_noise_sd_.numpy(), residual.std(0), rtol=1e-4)
+    # noisier betas, noisier encoded images: the residual tracks the measurement noise
+    assert model.cycle_noise_sd_.mean() > fits["clean"].cycle_noise_sd_.mean()
+    with pytest.raises(ValueError, match="cycle_noise: a number >= 0 or 'residual'"):
+        SelfSupervisedReconstruction(cycle_noise="loud", encoder_epochs=1, decoder_epochs=0,
+                                     **TINY).fit(noisy[:20], images[:20])
+
+
 def test_ablation_metrics_are_paired_differences_of_the_two_decoders(data):
     from fmrirecon.evaluation import pixcorr
 

@@ -59,7 +59,9 @@ DEFAULTS = {
     "ablation": False,           # True: also train the pairs-only decoder
     "image_cycle_weight": 1.0,
     "fmri_cycle_weight": 0.01,   # small: the noisy betas otherwise pull the decoder to noise
-    "cycle_noise": 0.3,          # sd (standardised units) added to E(x) in the image cycle
+    # sd (standardised units) of the noise added to E(x) in the image cycle, or
+    # "residual": each voxel's held-out residual sd of the encoder (see _cycle_noise_sd)
+    "cycle_noise": 0.3,
     "pixel_weight": 1.0,
     "perceptual_weight": 0.5,
     "tv_weight": 0.05,
@@ -371,6 +373,10 @@ class SelfSupervisedReconstruction(ReconstructionMethod):
                              f"got {images.shape}")
         if betas.ndim != 2 or len(betas) != len(images):
             raise ValueError(f"selfsup: betas {betas.shape} do not match images {images.shape}")
+        noise = s["cycle_noise"]
+        if noise != "residual" and not (isinstance(noise, (int, float)) and noise >= 0):
+            raise ValueError(f"methods.selfsup.cycle_noise: a number >= 0 or 'residual', "
+                             f"got {noise!r}")
         n, size, _, channels = images.shape
         n_vox = betas.shape[1]
         self.image_shape_ = images.shape[1:]
@@ -564,6 +570,7 @@ class SelfSupervisedReconstruction(ReconstructionMethod):
         self.encoder_.eval()
         for p in self.encoder_.parameters():
             p.requires_grad_(False)
+        self.cycle_noise_sd_ = self._cycle_noise_sd()
         image_loss = self._image_loss() if s["decoder_epochs"] > start["decoder"] else None
         for epoch in range(start["decoder"], s["decoder_epochs"]):
             rows = self._decoder_epoch(opt_d, opt_p, image_loss, gen)
@@ -593,6 +600,26 @@ class SelfSupervisedReconstruction(ReconstructionMethod):
             loss = voxel_loss(self.encoder_(d["x"][val].to(dev)), d["z"][val].to(dev), d["w"],
                               s["cosine_weight"])
         return float(loss)
+
+    def _cycle_noise_sd(self) -> torch.Tensor:
+        """Per-voxel sd of the noise added to the encoded images of the image cycle.
+
+        A number gives every voxel that sd. ``"residual"``: each voxel's sd of the
+        frozen encoder's residual ``z - E(x)`` on the held-out pairs (every pair
+        without ``encoder_val_fraction``), so encoded images carry as much noise as
+        measured betas and the image cycle trains the decoder on inputs like those it
+        decodes; a clean ``E(x)`` teaches it to trust voxel patterns that measured
+        betas bury in noise.
+        """
+        setting, d = self.settings["cycle_noise"], self._data
+        n_vox = d["z"].shape[1]
+        if setting != "residual":  # a number, checked by fit
+            return torch.full((n_vox,), float(setting))
+        rows = d["enc_val"] if d["enc_val"] is not None else torch.arange(len(d["z"]))
+        with torch.no_grad():
+            residual = torch.cat([d["z"][idx] - self.encoder_(d["x"][idx].to(self.device_)).cpu()
+                                  for idx in torch.split(rows, 256)])
+        return residual.std(0, correction=0)
 
     def _encoder_epoch(self, opt, gen):
         s, d, dev = self.settings, self._data, self.device_
@@ -658,7 +685,7 @@ class SelfSupervisedReconstruction(ReconstructionMethod):
             noise = None
             if xu is not None:
                 noise = (torch.randn((len(xu), d["z"].shape[1]), generator=gen)
-                         * s["cycle_noise"]).to(dev)
+                         * self.cycle_noise_sd_).to(dev)
             for variant, (decoder, opt) in variants.items():
                 decoder.train()
                 cyc = variant == "cycles"
