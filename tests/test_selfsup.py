@@ -329,3 +329,25 @@ def test_ablation_metrics_are_paired_differences_of_the_two_decoders(data):
     single.fit(noisy[:40], images[:40])
     assert not any(k.startswith("cycles_gain") for k in single.extra_metrics(
         _evaluation_data(images, noisy, 200)))
+
+
+def test_unpaired_folder_leaves_the_study_stimuli_out(tmp_path):
+    from fmrirecon.bids import stimulus_sources
+    from fmrirecon.methods.selfsup import load_unpaired_images
+    from fmrirecon.simulate.stimuli import save_png
+
+    folder = tmp_path / "natural"
+    (folder / "images").mkdir(parents=True)
+    images = smooth_images(5, size=SIZE)
+    files = [f"images/{i}.png" for i in range(5)]
+    for f, image in zip(files, images):
+        save_png(folder / f, image)
+    # the study showed images 0 and 3 of this folder, and one of another folder
+    table = pd.DataFrame({"stim_file": ["a.png", "b.png", "c.png", "d.png"],
+                          "family": ["natural", "natural", "other", "shape"],
+                          "source_file": [files[0], files[3], files[1], np.nan]})
+    sources = stimulus_sources(table)
+    assert sources == {("natural", files[0]), ("natural", files[3]), ("other", files[1])}
+    kept = load_unpaired_images(folder, SIZE, 1, None, 0, exclude=sources)
+    np.testing.assert_allclose(kept, images[[1, 2, 4]], atol=1 / 255 + 1e-6)
+    assert stimulus_sources(table.drop(columns="source_file")) == set()

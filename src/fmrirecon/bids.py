@@ -172,6 +172,20 @@ def read_stimuli_table(stimuli_dir: str | Path) -> pd.DataFrame | None:
     return pd.read_csv(path, sep="\t", na_values="n/a") if path.is_file() else None
 
 
+def stimulus_sources(table: pd.DataFrame | None) -> set[tuple[str, str]]:
+    """``(family, source_file)`` of every stimulus drawn from an image folder.
+
+    ``family`` is the folder's name and ``source_file`` the image's path in it (the
+    simulator writes both, :func:`fmrirecon.simulate.write_stimuli`). Unpaired image
+    folders leave these images out: test images must stay unseen, training ones are
+    already paired. Empty without a table or without those columns.
+    """
+    if table is None or not {"family", "source_file"} <= set(table):
+        return set()
+    rows = table[["family", "source_file"]].dropna()
+    return set(zip(rows["family"].astype(str), rows["source_file"].astype(str)))
+
+
 def stimulus_column(table: pd.DataFrame | None, stim_files, column: str, source) -> np.ndarray:
     """The value of ``column`` of the stimulus table for each of ``stim_files``.
 

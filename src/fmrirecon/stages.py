@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from .betas import Betas, read_betas
-from .bids import read_stimuli_table, stimulus_column
+from .bids import read_stimuli_table, stimulus_column, stimulus_sources
 from .images import load_images, save_grid
 from .methods import EvaluationData, ReconstructionMethod, get_method, implementation
 
@@ -88,6 +88,9 @@ def fit_method(betas_path, trials_path, voxels_path, stimuli_dir, method: str,
         # self-supervision on the test recordings: their betas, never their images
         unpaired, _ = betas.select("test").average_repeats()
         extra["unpaired_betas"] = unpaired[:, columns]
+    if cls.uses_unpaired_images:
+        # a folder some stimuli came from: those images stay out of the unpaired set
+        extra["unpaired_exclude"] = stimulus_sources(read_stimuli_table(stimuli_dir))
     log.info("fitting %s (%s) on %d trials x %d voxels", method, cls.name, len(targets), columns.sum())
     model = cls(seed=seed, **params)
     model.fit(train.betas[:, columns], targets, groups=groups, **extra)

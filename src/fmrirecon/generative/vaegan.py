@@ -466,6 +466,7 @@ def training_image_paths(stimuli_dir=None, folders: Sequence = ()) -> list[Path]
     -------
     list of Path
     """
+    from ..bids import stimulus_sources
     from ..simulate.stimuli import read_folder
 
     paths, sources = [], set()
@@ -476,8 +477,7 @@ def training_image_paths(stimuli_dir=None, folders: Sequence = ()) -> list[Path]
             table = pd.read_csv(table_path, sep="\t", dtype=str, keep_default_na=False)
             if "stim_file" not in table:
                 raise ValueError(f"{table_path}: no stim_file column")
-            if {"family", "source_file"} <= set(table):
-                sources = set(zip(table["family"], table["source_file"]))
+            sources = stimulus_sources(table)
             if "split" in table:
                 table = table[table["split"] == "train"]
             else:

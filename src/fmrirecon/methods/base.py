@@ -53,6 +53,11 @@ class ReconstructionMethod(abc.ABC):
     #: test images); the workflow then passes them to ``fit`` as ``unpaired_betas``.
     uses_unpaired_betas: ClassVar[bool] = False
 
+    #: The method reads an unpaired image folder; the workflow then passes the
+    #: ``(family, source_file)`` of the study's stimuli to ``fit`` as
+    #: ``unpaired_exclude`` (:func:`fmrirecon.bids.stimulus_sources`), to leave out.
+    uses_unpaired_images: ClassVar[bool] = False
+
     #: The method trains iteratively and accepts a ``checkpoint_dir`` parameter; the
     #: workflow gives each subject its own, so an interrupted fit resumes.
     checkpointed: ClassVar[bool] = False

@@ -264,8 +264,9 @@ def load_unpaired_images(folder: str | Path, size: int, channels: int, max_image
         Images are centre-cropped and resized like :func:`fmrirecon.images.load_image`.
     max_images : int or None
         Draw at most this many (without replacement, from ``seed``).
-    exclude : iterable of str
-        Files (relative to ``folder``) to leave out, e.g. the study's own stimuli.
+    exclude : iterable of (str, str)
+        ``(folder name, file)`` of images to leave out, e.g. the study's own stimuli
+        (:func:`fmrirecon.bids.stimulus_sources`); pairs naming other folders are ignored.
     """
     from ..images import load_images
     from ..simulate.stimuli import read_folder
@@ -274,7 +275,10 @@ def load_unpaired_images(folder: str | Path, size: int, channels: int, max_image
     if not folder.is_dir():
         raise ValueError(f"methods.selfsup.unpaired_folder: {folder} is not a folder")
     table = read_folder(folder)
-    files = [f for f in table["file"] if f not in set(exclude)]
+    exclude = {file for name, file in exclude if name == folder.name}
+    files = [f for f in table["file"] if f not in exclude]
+    if exclude:
+        log.info("%s: %d images left out as stimulus sources", folder, len(table) - len(files))
     if max_images is not None and len(files) > max_images:
         pick = np.sort(np.random.default_rng([seed, 11]).choice(len(files), max_images, replace=False))
         files = [files[i] for i in pick]
@@ -325,6 +329,7 @@ class SelfSupervisedReconstruction(ReconstructionMethod):
 
     name = "selfsup"
     uses_unpaired_betas = True
+    uses_unpaired_images = True
     checkpointed = True
 
     def __init__(self, *, seed: int = 0, **params):
@@ -361,9 +366,10 @@ class SelfSupervisedReconstruction(ReconstructionMethod):
             Images for the image cycle; default: loaded from ``unpaired_folder``.
         voxel_weights : ndarray, shape (V,), optional
             Voxel loss weights (e.g. a reliability); default :func:`snr_weights`.
-        unpaired_exclude : iterable of str
-            Files of ``unpaired_folder`` to leave out (the study's own stimuli when the
-            folder is the one they were drawn from).
+        unpaired_exclude : iterable of (str, str)
+            ``(folder name, file)`` of images to leave out of ``unpaired_folder``: the
+            study's stimuli when the folder is the one they were drawn from
+            (:func:`fmrirecon.bids.stimulus_sources`).
         """
         s = self.settings
         betas = np.asarray(betas, dtype=np.float32)
