@@ -341,6 +341,11 @@ def test_disjoint_test_classes(tmp_path):
     write_stimuli({**cfg, "n_train": 10}, tmp_path / "fewer")
     table = pd.read_csv(tmp_path / "fewer" / "stimuli" / "stimuli.tsv", sep="\t")
     assert table.loc[table["split"] == "test", "cls"].is_unique  # one class per test image
+    write_stimuli({**cfg, "n_train": 10, "n_test": 6, "n_test_classes": 2}, tmp_path / "two")
+    table = pd.read_csv(tmp_path / "two" / "stimuli" / "stimuli.tsv", sep="\t")
+    test = table[table["split"] == "test"]
+    assert test["cls"].value_counts().tolist() == [3, 3]  # taken in turn
+    assert not set(test["cls"]) & set(table.loc[table["split"] == "train", "cls"])
     with pytest.raises(ValueError, match="disjoint from 36 training images"):  # 7 classes hold 35
         write_stimuli({**cfg, "n_train": 36, "n_test": 4}, tmp_path / "too_many")
     with pytest.raises(ValueError, match="no column 'wnid'"):

@@ -248,7 +248,8 @@ def read_folder(folder: str | Path) -> pd.DataFrame:
 
 
 def sample_folder(folder: str | Path, n: int, seed: int, *, n_test: int = 0,
-                  disjoint_column: str | None = None) -> pd.DataFrame:
+                  disjoint_column: str | None = None,
+                  n_test_classes: int | None = None) -> pd.DataFrame:
     """Draw ``n`` distinct images of a folder, deterministically from ``seed``.
 
     Parameters
@@ -265,6 +266,9 @@ def sample_folder(folder: str | Path, n: int, seed: int, *, n_test: int = 0,
         from classes no training image has, one class per test image while classes
         last and training keeps enough images, as in the studies of unseen-class
         decoding (Horikawa & Kamitani 2017).
+    n_test_classes : int, optional
+        With ``disjoint_column``: at most this many test classes (default ``n_test``),
+        their images taken in turn, e.g. 2 test images per class.
 
     Returns
     -------
@@ -286,7 +290,8 @@ def sample_folder(folder: str | Path, n: int, seed: int, *, n_test: int = 0,
     n_train = n - n_test
     counts = labels.value_counts().reindex(classes).to_numpy()
     # as many test classes as test images, fewer if training needs their images
-    n_test_classes = next((k for k in range(min(n_test, len(classes) - 1), 0, -1)
+    most = min(n_test if n_test_classes is None else n_test_classes, n_test, len(classes) - 1)
+    n_test_classes = next((k for k in range(most, 0, -1)
                            if counts[k:].sum() >= n_train and counts[:k].sum() >= n_test), 0)
     if n_test_classes == 0:
         raise ValueError(

@@ -75,6 +75,7 @@ DEFAULTS: dict = {
     # A label column of the stimulus folder (e.g. "wnid"): test images from classes
     # that no training image has (unseen-class semantic decoding).
     "disjoint_test_classes": None,
+    "n_test_classes": None,      # at most this many test classes (default: n_test)
     # Procedural images never shown (same families, other random draws), written to an
     # image folder for generator or self-supervised training (write_unpaired).
     "n_unpaired": 0,
@@ -140,6 +141,8 @@ def _config(cfg: dict | None) -> dict:
         if len(peaks) != 2 or not 2.0 <= peaks[0] <= peaks[1] <= 12.0:
             raise ValueError(f"hrf_peak_range must be [low, high] within 2-12 s, got {c['hrf_peak_range']}")
         c["hrf_peak_range"] = peaks
+    if c["n_test_classes"] is not None:
+        c["n_test_classes"] = int(c["n_test_classes"])
     c["encoding_features"] = str(c["encoding_features"])
     if c["encoding_features"] not in encoding.FEATURE_SETS:
         raise ValueError(f"simulate: encoding_features must be one of {sorted(encoding.FEATURE_SETS)}, "
@@ -162,6 +165,8 @@ def _config(cfg: dict | None) -> dict:
         (c["disjoint_test_classes"] is None or bool(c["stimulus_folder"]),
          "disjoint_test_classes needs a stimulus_folder"),
         (c["n_unpaired"] >= 0, "n_unpaired must be >= 0"),
+        (c["n_test_classes"] is None or c["n_test_classes"] >= 1,
+         "n_test_classes must be >= 1"),
         (c["n_unpaired"] == 0 or not c["stimulus_folder"],
          "n_unpaired draws procedural images; with a stimulus_folder, use the folder's "
          "other images as unpaired images instead"),
@@ -300,7 +305,8 @@ def write_stimuli(cfg: dict | None, bids_dir: str | Path) -> list[Path]:
     if c["stimulus_folder"]:
         folder = Path(c["stimulus_folder"])
         sample = stimuli.sample_folder(folder, len(splits), c["seed"], n_test=c["n_test"],
-                                       disjoint_column=c["disjoint_test_classes"])
+                                       disjoint_column=c["disjoint_test_classes"],
+                                       n_test_classes=c["n_test_classes"])
         images = stimuli.load_folder_images(folder, sample["file"].tolist(), size, channels)
         table = pd.DataFrame({
             "stim_file": [n for _, n in splits],
