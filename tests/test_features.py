@@ -149,14 +149,17 @@ def test_feature_network_leaves_the_study_images_out(tmp_path):
         Image.fromarray((rng.random((16, 16, 3)) * 255).astype(np.uint8)).save(folder / f)
     pd.DataFrame({"file": files, "cls": ["a", "b"] * 6}).to_csv(folder / "labels.tsv", sep="\t",
                                                                index=False)
-    stimuli = tmp_path / "stimuli.tsv"
+    stimuli = tmp_path / "stimuli" / "stimuli.tsv"
+    stimuli.parent.mkdir()
     pd.DataFrame({"stim_file": ["s1.png", "s2.png"], "source_file": files[:2]}).to_csv(
         stimuli, sep="\t", index=False)
     settings = {"column": "cls", "size": 16, "epochs": 1, "width": 4, "exclude_stimuli": True}
-    meta = train_feature_network(folder, settings, 0, tmp_path / "net.pt", stimuli_table=stimuli)
+    meta = train_feature_network(folder, settings, 0, tmp_path / "net.pt",
+                                 stimuli_dir=stimuli.parent)
     # 12 images minus the 2 shown, 10% of those held out for the accuracy
     assert meta["n_train"] + round(0.1 * 10) == 10
     assert "without the study's images" in meta["provenance"]
     pd.DataFrame({"stim_file": ["s1.png"]}).to_csv(stimuli, sep="\t", index=False)
     with pytest.raises(ValueError, match=f"{stimuli}: .*source_file"):
-        train_feature_network(folder, settings, 0, tmp_path / "net2.pt", stimuli_table=stimuli)
+        train_feature_network(folder, settings, 0, tmp_path / "net2.pt",
+                              stimuli_dir=stimuli.parent)

@@ -601,7 +601,7 @@ def extract_stimulus_features(stimuli_dir: str | Path, settings: dict, images: d
 
 
 def train_feature_network(folder: str | Path, settings: dict, seed: int, out: str | Path,
-                          stimuli_table: str | Path | None = None) -> dict:
+                          stimuli_dir: str | Path | None = None) -> dict:
     """Train ``smallconv`` on a labelled image folder (config ``train_network`` of a
     ``dir`` or ``selfsup`` method).
 
@@ -613,13 +613,14 @@ def train_feature_network(folder: str | Path, settings: dict, seed: int, out: st
         ``column`` (default ``class_name``), ``size`` (32), ``epochs`` (10),
         ``limit`` (all images), ``width`` (16), ``batch_size`` (128), ``lr`` (2e-3),
         ``device`` (``"auto"``), ``exclude_stimuli`` (False: with True, the images of
-        ``stimuli_table``'s ``source_file`` column stay out of training, so a network
+        the stimuli table's ``source_file`` column stay out of training, so a network
         trained on the stimuli's own image set never sees a study image).
     seed : int
     out : str or Path
         The state_dict; its provenance goes to ``<out>.json``.
-    stimuli_table : str or Path, optional
-        The study's ``stimuli.tsv``; needed with ``exclude_stimuli``.
+    stimuli_dir : str or Path, optional
+        The study's ``stimuli/`` folder (its ``stimuli.tsv``); needed with
+        ``exclude_stimuli``.
 
     Returns
     -------
@@ -628,7 +629,7 @@ def train_feature_network(folder: str | Path, settings: dict, seed: int, out: st
     """
     from .devices import select_device
 
-    import pandas as pd
+    from .bids import read_stimuli_table
 
     known = {"folder", "column", "size", "epochs", "limit", "width", "batch_size", "lr", "device",
              "exclude_stimuli"}
@@ -637,11 +638,12 @@ def train_feature_network(folder: str | Path, settings: dict, seed: int, out: st
         raise ValueError(f"methods.<name>.train_network: unknown keys {sorted(unknown)}; known {sorted(known)}")
     exclude = []
     if settings.get("exclude_stimuli"):
-        table = pd.read_csv(stimuli_table, sep="\t", dtype=str) if stimuli_table else None
+        table = read_stimuli_table(stimuli_dir) if stimuli_dir else None
         if table is None or "source_file" not in table:
-            raise ValueError(f"{stimuli_table}: train_network.exclude_stimuli needs the stimuli "
-                             f"table's source_file column (the stimuli's files in {folder})")
-        exclude = table["source_file"].dropna().tolist()
+            raise ValueError(f"{Path(str(stimuli_dir)) / 'stimuli.tsv'}: train_network."
+                             f"exclude_stimuli needs the stimuli table's source_file column "
+                             f"(the stimuli's files in {folder})")
+        exclude = table["source_file"].dropna().astype(str).tolist()
     images, labels = load_labelled_images(folder, size=settings.get("size", 32),
                                           column=settings.get("column", "class_name"),
                                           limit=settings.get("limit"), seed=seed, exclude=exclude)

@@ -466,15 +466,15 @@ def training_image_paths(stimuli_dir=None, folders: Sequence = ()) -> list[Path]
     -------
     list of Path
     """
-    from ..bids import stimulus_sources
+    from ..bids import read_stimuli_table, stimulus_sources
     from ..simulate.stimuli import read_folder
 
     paths, sources = [], set()
     if stimuli_dir is not None:
         stimuli_dir = Path(stimuli_dir)
         table_path = stimuli_dir / "stimuli.tsv"
-        if table_path.exists():
-            table = pd.read_csv(table_path, sep="\t", dtype=str, keep_default_na=False)
+        table = read_stimuli_table(stimuli_dir)
+        if table is not None:
             if "stim_file" not in table:
                 raise ValueError(f"{table_path}: no stim_file column")
             sources = stimulus_sources(table)
@@ -483,7 +483,7 @@ def training_image_paths(stimuli_dir=None, folders: Sequence = ()) -> list[Path]
             else:
                 log.warning("%s: no split column; the generator trains on every stimulus, test included",
                             table_path)
-            paths += [stimuli_dir / f for f in table["stim_file"]]
+            paths += [stimuli_dir / str(f) for f in table["stim_file"]]
         else:
             log.warning("%s: no stimuli.tsv; the generator trains on every stimulus, test included",
                         stimuli_dir)

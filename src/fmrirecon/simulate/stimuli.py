@@ -291,14 +291,14 @@ def sample_folder(folder: str | Path, n: int, seed: int, *, n_test: int = 0,
     counts = labels.value_counts().reindex(classes).to_numpy()
     # as many test classes as test images, fewer if training needs their images
     most = min(n_test if n_test_classes is None else n_test_classes, n_test, len(classes) - 1)
-    n_test_classes = next((k for k in range(most, 0, -1)
-                           if counts[k:].sum() >= n_train and counts[:k].sum() >= n_test), 0)
-    if n_test_classes == 0:
+    n_held = next((k for k in range(most, 0, -1)
+                   if counts[k:].sum() >= n_train and counts[:k].sum() >= n_test), 0)
+    if n_held == 0:
         raise ValueError(
             f"{folder}: cannot draw {n_test} test images from classes ({disjoint_column!r}) "
             f"disjoint from {n_train} training images: {len(classes)} classes, "
             f"{len(labels)} images")
-    test_classes, train_classes = classes[:n_test_classes], classes[n_test_classes:]
+    test_classes, train_classes = classes[:n_held], classes[n_held:]
     train_pool = np.flatnonzero(labels.isin(train_classes).to_numpy())
     # test images: one per test class in turn (skipping exhausted classes), then again
     by_class = [list(rng.permutation(np.flatnonzero((labels == c).to_numpy())))
