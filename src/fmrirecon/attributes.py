@@ -101,14 +101,15 @@ def classify_attributes(stimuli_dir, recon_npz, generator, columns: Sequence[str
         training images are the rows of ``stimuli.tsv`` with ``split == "train"``
         (all rows not reconstructed in ``recon_npz`` when there is no split column).
     """
+    from .bids import read_stimuli_table
     from .generative.vaegan import encode, generator_config, load_encoder
     from .images import load_images
 
     stimuli_dir = Path(stimuli_dir)
     table_path = stimuli_dir / "stimuli.tsv"
-    if not table_path.exists():
+    table = read_stimuli_table(stimuli_dir)
+    if table is None:
         raise FileNotFoundError(f"{table_path}: needed for attribute labels")
-    table = pd.read_csv(table_path, sep="\t", na_values=["n/a"])
     if "stim_file" not in table:
         raise ValueError(f"{table_path}: no stim_file column")
     recon = np.load(recon_npz)

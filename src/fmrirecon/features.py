@@ -547,12 +547,13 @@ def stimulus_table(stimuli_dir: str | Path) -> "pd.DataFrame":
     """
     import pandas as pd
 
+    from .bids import read_stimuli_table
+
     stimuli_dir = Path(stimuli_dir)
-    table_path = stimuli_dir / "stimuli.tsv"
-    if table_path.is_file():
-        table = pd.read_csv(table_path, sep="\t")
+    table = read_stimuli_table(stimuli_dir)
+    if table is not None:
         if "stim_file" not in table:
-            raise ValueError(f"{table_path}: no column 'stim_file'")
+            raise ValueError(f"{stimuli_dir / 'stimuli.tsv'}: no column 'stim_file'")
         return table
     files = sorted(p.relative_to(stimuli_dir).as_posix() for p in stimuli_dir.rglob("*")
                    if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"))
