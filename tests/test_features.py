@@ -163,3 +163,37 @@ def test_feature_network_leaves_the_study_images_out(tmp_path):
     with pytest.raises(ValueError, match=f"{stimuli}: .*source_file"):
         train_feature_network(folder, settings, 0, tmp_path / "net2.pt",
                               stimuli_dir=stimuli.parent)
+
+
+def test_simulated_brain_network_features(tmp_path):
+    import pandas as pd
+    from PIL import Image
+
+    from fmrirecon.simulate import study_plan, write_stimuli
+    from fmrirecon.simulate.higher import brain_features, brain_network_seed, read_brain_features
+
+    folder = tmp_path / "labelled"
+    (folder / "images").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    files = [f"images/{i:02d}.png" for i in range(20)]
+    for f in files:
+        Image.fromarray((rng.random((16, 16, 3)) * 255).astype(np.uint8)).save(folder / f)
+    pd.DataFrame({"file": files, "cls": ["a", "b"] * 10}).to_csv(folder / "labels.tsv", sep="\t",
+                                                                index=False)
+    cfg = {"seed": 4, "image_size": 16, "n_train": 10, "n_train_repeated": 0, "n_test": 3}
+    write_stimuli(cfg, tmp_path / "bids")
+    higher = {"train_network": {"folder": str(folder), "column": "cls", "size": 16, "epochs": 1,
+                                "width": 4}}
+    meta = brain_features(tmp_path / "bids" / "stimuli", higher, 4, 16, 1, tmp_path / "brain.pt",
+                          tmp_path / "brain.h5")
+    assert meta["seed"] == brain_network_seed(4) != 4
+    stimuli = study_plan(cfg)["stimuli"]
+    features = read_brain_features(tmp_path / "brain.h5", stimuli, "relu4")
+    # The rows are the stimuli, through the trained network (relu4 has 128 units).
+    from fmrirecon.features import FeatureExtractor, extract_features
+    from fmrirecon.images import load_images
+
+    extractor = FeatureExtractor("smallconv", ["relu4"], str(tmp_path / "brain.pt"))
+    images = load_images([tmp_path / "bids" / "stimuli" / s for s in stimuli], 16, 1)
+    np.testing.assert_allclose(features, extract_features(images, extractor)["relu4"], atol=1e-6)
+    assert features.shape == (13, 128) and features.std(axis=0).max() > 0

@@ -437,3 +437,61 @@ def test_gabor_encoding_option(tmp_path):
         assert list(f_p["model/weights"].attrs["features"]) == list(encoding.FEATURES)
         assert f_g["model/stim_response"].shape == f_p["model/stim_response"].shape
         assert not np.allclose(f_g["model/stim_response"][()], f_p["model/stim_response"][()])
+
+
+def _write_brain_features(path: Path, stim_files, features: np.ndarray, layer="relu4") -> None:
+    with h5py.File(path, "w") as f:
+        f.attrs["stim_file"] = list(stim_files)
+        f.create_dataset(layer, data=features.astype(np.float32))
+
+
+def test_higher_area_responds_to_the_brain_network_layer(tmp_path):
+    from fmrirecon.simulate import higher
+
+    cfg = {**SMALL, "subjects": 1}
+    bids_dir = tmp_path / "bids"
+    write_stimuli(cfg, bids_dir)
+    stimuli = study_plan(cfg)["stimuli"]
+    rng = np.random.default_rng(5)
+    features = np.maximum(rng.normal(0, 1, (len(stimuli), 3)) @ rng.normal(0, 1, (3, 24)), 0)
+    # Two different images with the same features (the network's layer cannot tell them apart).
+    features[1] = features[0]
+    features_h5 = tmp_path / "brain.h5"
+    _write_brain_features(features_h5, stimuli[::-1], features[::-1])   # any row order
+    with_higher = {**cfg, "higher_area": {"fraction": 0.4, "train_network": {"folder": "unused"}}}
+    simulate_subject(with_higher, bids_dir, "01", tmp_path / "higher.h5", brain_features=features_h5)
+    simulate_subject(cfg, bids_dir, "01", tmp_path / "early.h5")
+
+    with h5py.File(tmp_path / "higher.h5") as f, h5py.File(tmp_path / "early.h5") as e:
+        index = f["higher/index"][()]
+        area = higher.HigherArea(**{k: f["higher"][k][()] for k in
+                                    ("index", "mean", "scale", "weights", "offset", "exponent", "gain")})
+        response = f["model/stim_response"][()]
+        early = e["model/stim_response"][()]
+        depth = f["voxel_ijk"][()][f["is_visual"][()]][:, 1]
+        assert f["higher"].attrs["layer"] == "relu4"
+    n_visual = response.shape[1]
+    assert len(index) == round(0.4 * n_visual)
+    # The higher area is the part of the visual patch farthest from the pole.
+    rest = np.setdiff1d(np.arange(n_visual), index)
+    assert depth[index].min() >= depth[rest].max()
+    # Its responses are the tuned read-out of the layer, exactly ...
+    np.testing.assert_allclose(response[:, index], area.predict(features), rtol=1e-6)
+    np.testing.assert_array_equal(response[0, index], response[1, index])
+    # ... calibrated like the early voxels (mean response near signal_psc) ...
+    assert 0.5 < response[:, index].mean() / DEFAULTS["signal_psc"] < 2.0
+    # ... and the early voxels are the very same as without the higher area.
+    np.testing.assert_array_equal(response[:, rest], early[:, rest])
+    assert not np.allclose(response[:, index], early[:, index])
+    assert not np.allclose(early[0, index], early[1, index])
+
+    with pytest.raises(ValueError, match="pass the brain network's features"):
+        simulate_subject(with_higher, bids_dir, "01", tmp_path / "x.h5")
+    _write_brain_features(features_h5, stimuli[1:], features[1:])
+    with pytest.raises(ValueError, match=f"{features_h5}: no features for 1 stimuli"):
+        simulate_subject(with_higher, bids_dir, "01", tmp_path / "x.h5", brain_features=features_h5)
+    for bad, message in [({"fraction": 0}, "fraction must be in"),
+                         ({"train_network": {"folder": "x"}, "layers": "fc5"}, "unknown keys"),
+                         ({"fraction": 0.5}, "give the labelled image folder")]:
+        with pytest.raises(ValueError, match=message):
+            study_plan({**cfg, "higher_area": bad})

@@ -40,9 +40,40 @@ if SIMULATED:
             script:
                 "../scripts/simulate_unpaired.py"
 
+    if SIM["higher_area"]:
+
+        # The simulated higher visual area reads a deep layer of this network, trained
+        # on its own image folder and seed (fmrirecon.simulate.higher).
+        rule simulate_brain_network:
+            input:
+                stimuli=rules.simulate_stimuli.output.stimuli,
+                folder=SIM["higher_area"]["train_network"]["folder"],
+            output:
+                weights=TRUTH / "brain_network" / "smallconv_weights.pt",
+                provenance=TRUTH / "brain_network" / "smallconv_weights.pt.json",
+                features=TRUTH / "brain_network" / "stimuli_features.h5",
+            params:
+                sim=SIM,
+            threads: 2
+            resources:
+                gpu=1,
+            log:
+                LOGS / "simulate_brain_network.log",
+            benchmark:
+                BENCHMARKS / "simulate_brain_network.tsv",
+            conda:
+                "../../envs/torch.yaml"
+            script:
+                "../scripts/simulate_brain_network.py"
+
     rule simulate_subject:
         input:
             stimuli=rules.simulate_stimuli.output.stimuli,
+            **(
+                {"brain_features": rules.simulate_brain_network.output.features}
+                if SIM["higher_area"]
+                else {}
+            ),
         output:
             bold=[BIDS / "sub-{subject}" / "func" / f"{s}_bold.nii.gz" for s in _stems],
             sidecar=[BIDS / "sub-{subject}" / "func" / f"{s}_bold.json" for s in _stems],

@@ -4,6 +4,8 @@
   natural-image crops) or a deterministic sample of a folder of real images;
 - :mod:`~fmrirecon.simulate.encoding`: the brain, the pRF/CSS voxel encoding model
   and the BOLD time series (HRF, drift, AR(1) noise, head motion);
+- :mod:`~fmrirecon.simulate.higher`: optionally, a higher visual area whose voxels
+  respond to a deep layer of a separately trained network;
 - :mod:`~fmrirecon.simulate.study`: the study design, the BIDS files and the ground
   truth HDF5 (its layout is documented there).
 

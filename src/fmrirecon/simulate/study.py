@@ -48,6 +48,11 @@ Ground truth (HDF5 at ``truth_path``)
     (n_visual, n_features; attribute ``features`` names the columns), ``gain``;
     plus ``stim_file`` and ``stim_response`` (n_stimuli, n_visual) — the perceptual
     response to every stimulus.
+``higher/``, only with ``higher_area``
+    The higher visual area (:class:`~fmrirecon.simulate.higher.HigherArea`): ``index``
+    (its voxels, into the visual voxels; their ``model/`` rows are unused), ``mean``,
+    ``scale``, ``weights`` (n_units, n_higher), ``offset``, ``exponent``, ``gain``;
+    attributes ``layer`` and ``fraction``. ``model/stim_response`` holds its responses.
 attributes
     ``seed`` (the subject's seed), ``study_seed``, ``subject``, ``tr``,
     ``affine``, ``shape``, ``signal_psc``, ``noise_psc``, ``imagery_gain``.
@@ -64,7 +69,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from . import encoding, stimuli
+from . import encoding, higher, stimuli
 
 DEFAULTS: dict = {
     "seed": 0,
@@ -104,6 +109,9 @@ DEFAULTS: dict = {
     # Image features of the voxels: "prf" (contrast energy, ON, OFF) or "gabor"
     # (oriented Gabor energy instead of isotropic contrast; see encoding.draw_model).
     "encoding_features": "prf",
+    # A higher visual area (off by default): a fraction of the visual voxels respond to
+    # a deep layer of a separately trained "brain network" (see simulate.higher).
+    "higher_area": None,
 }
 
 #: Rest before the first trial and (at least) after the last one, in seconds.
@@ -147,6 +155,7 @@ def _config(cfg: dict | None) -> dict:
     if c["encoding_features"] not in encoding.FEATURE_SETS:
         raise ValueError(f"simulate: encoding_features must be one of {sorted(encoding.FEATURE_SETS)}, "
                          f"got {c['encoding_features']!r}")
+    c["higher_area"] = higher.higher_config(c["higher_area"])
     if c["shared_noise_components"] < 0 or c["shared_noise_psc"] < 0:
         raise ValueError("shared_noise_components and shared_noise_psc must be >= 0")
     checks = [
@@ -419,7 +428,7 @@ def _n_vols(c: dict, n_trials: int) -> int:
 
 
 def simulate_subject(cfg: dict | None, bids_dir: str | Path, subject: str,
-                     truth_path: str | Path) -> None:
+                     truth_path: str | Path, brain_features: str | Path | None = None) -> None:
     """Write one subject's anatomy and BOLD runs, and its ground truth.
 
     Parameters
@@ -432,6 +441,9 @@ def simulate_subject(cfg: dict | None, bids_dir: str | Path, subject: str,
         A label of ``study_plan(cfg)["subjects"]`` (e.g. ``"01"``).
     truth_path : path
         HDF5 file for the ground truth (layout in the module docstring).
+    brain_features : path, optional
+        With ``higher_area``: the brain network's features of the stimuli
+        (:func:`fmrirecon.simulate.higher.brain_features`).
 
     Writes ``sub-<s>/anat/sub-<s>_T1w.nii.gz`` and, for every planned run,
     ``sub-<s>/func/sub-<s>_task-<t>_run-<nn>_{bold.nii.gz,bold.json,events.tsv}``.
@@ -447,6 +459,12 @@ def simulate_subject(cfg: dict | None, bids_dir: str | Path, subject: str,
         raise FileNotFoundError(
             f"{len(missing)} stimuli missing (e.g. {missing[0]}); run write_stimuli first"
         )
+    deep = None
+    if c["higher_area"] is not None:
+        if brain_features is None:
+            raise ValueError("simulate.higher_area: pass the brain network's features "
+                             "(higher.brain_features writes them)")
+        deep = higher.read_brain_features(brain_features, plan["stimuli"], c["higher_area"]["layer"])
     from fmrirecon.images import load_images
 
     images = load_images(stim_paths, c["image_size"], c["channels"])
@@ -455,13 +473,19 @@ def simulate_subject(cfg: dict | None, bids_dir: str | Path, subject: str,
 
     subject_seed = c["seed"] + plan["subjects"].index(subject) + 1
     # Independent streams, so e.g. changing the noise level keeps the same brain.
-    model_rng, design_rng, noise_rng, imagery_rng = (
-        np.random.default_rng(s) for s in np.random.SeedSequence(subject_seed).spawn(4)
+    # (spawn(5)[:4] equals spawn(4): the higher area's stream leaves the others alone.)
+    model_rng, design_rng, noise_rng, imagery_rng, higher_rng = (
+        np.random.default_rng(s) for s in np.random.SeedSequence(subject_seed).spawn(5)
     )
     brain = encoding.make_brain(c["volume_shape"], c["voxel_size_mm"], c["n_visual_voxels"], model_rng)
     model = encoding.draw_model(brain, model_rng, c["channels"], c["encoding_features"])
     model.calibrate(images, c["signal_psc"], model_rng)
     stim_response = model.predict(images)                                  # (n_stim, n_visual)
+    area = None
+    if deep is not None:
+        area = higher.draw_higher_area(higher.higher_voxels(brain, c["higher_area"]["fraction"]),
+                                       deep, c["signal_psc"], higher_rng)
+        stim_response[:, area.index] = area.predict(deep)
     t1w = encoding.make_t1w(brain, model_rng)
     # Drawn last and only when asked, so the default study stays bit-identical.
     hrf_params = (encoding.draw_hrf_params(len(brain.voxel_ijk), c["hrf_peak_range"], model_rng)
@@ -540,6 +564,12 @@ def simulate_subject(cfg: dict | None, bids_dir: str | Path, subject: str,
             f.create_dataset("hrf_ratio", data=hrf_params[:, 1].astype(np.float32))
         if loadings is not None:
             f.create_dataset("shared_loadings", data=loadings)
+        if area is not None:
+            g = f.create_group("higher")
+            for name in ("index", "mean", "scale", "weights", "offset", "exponent", "gain"):
+                g.create_dataset(name, data=getattr(area, name))
+            g.attrs.update({"layer": c["higher_area"]["layer"],
+                            "fraction": c["higher_area"]["fraction"]})
         f.attrs.update({
             "seed": subject_seed, "study_seed": c["seed"], "subject": subject, "tr": c["tr"],
             "affine": brain.affine, "shape": np.asarray(brain.shape),
