@@ -133,3 +133,15 @@ def test_same_config_gives_the_same_numbers(study):
     before = metrics.read_text()
     snakemake(study, "--forcerun", "glm")
     assert metrics.read_text() == before
+
+
+def test_changing_a_method_setting_refits_that_method(study):
+    # A method's settings reach its rule through params computed from the wildcards,
+    # which Snakemake's params rerun trigger tracks (not so for params of the input).
+    changed = {**TINY, "methods": {"pca": {"n_components": 11}}}
+    (study / "changed.yaml").write_text(yaml.safe_dump(changed))
+    plan = snakemake(study, "--dry-run", config="changed.yaml")
+    jobs = set(re.findall(r"^(?:local)?rule (\w+):", plan, flags=re.M))
+    assert {"decode", "reconstruct", "evaluate", "report"} <= jobs
+    assert not {"simulate_subject", "glm", "select_voxels"} & jobs
+    assert "Params have changed" in plan

@@ -189,9 +189,15 @@ def method_files(wildcards):
     return files
 
 
-def method_parameters(wildcards, input):
-    """The method's settings with its extra files in place."""
-    return {**method_settings(wildcards.method), **{k: input[k] for k in method_files(wildcards)}}
+def method_parameters(wildcards):
+    """The method's settings with its extra files in place.
+
+    A function of the wildcards only: Snakemake does not track params that depend on
+    ``input`` for its params rerun trigger (snakemake/snakemake#3895), and a changed
+    method setting must refit the method.
+    """
+    files = {k: str(v) for k, v in method_files(wildcards).items()}
+    return {**method_settings(wildcards.method), **files}
 
 
 def excluded_stimuli(network):

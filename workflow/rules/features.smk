@@ -52,8 +52,8 @@ rule extract_features:
     output:
         FEATURES / "stimuli_desc-{method}_features.h5",
     params:
-        settings=lambda wc, input: {
-            k: v for k, v in method_parameters(wc, input).items() if k not in ("method", "train_network")
+        settings=lambda wc: {
+            k: v for k, v in method_parameters(wc).items() if k not in ("method", "train_network")
         },
         images=config["images"],
     threads: 2
