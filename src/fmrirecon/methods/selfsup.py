@@ -69,6 +69,12 @@ DEFAULTS = {
     "perceptual_network": "smallconv",
     "perceptual_layers": None,
     "perceptual_weights": None,
+    # The encoder's image features: None learns them from the pairs (a small CNN);
+    # "perceptual" reads them from the frozen perceptual network (encoder_layers, by
+    # default its hidden layers), as Beliy et al. (AlexNet conv1) and Gaziv et al.
+    # (VGG16 layers) built their encoders on a pretrained network.
+    "encoder_backbone": None,
+    "encoder_layers": None,
     "unpaired_folder": None,     # folder with images/ (+ labels.tsv) of natural images
     "unpaired_max": 2000,        # images drawn from it (deterministic sample)
     "checkpoint_dir": None,
@@ -162,8 +168,80 @@ class Decoder(nn.Module):
         return self.body(self.fc(r).view(len(r), *self.shape))
 
 
-def build_encoder(image_size: int, channels: int, n_voxels: int, width: int) -> Encoder:
-    """An :class:`Encoder` (weights from the global torch random state)."""
+class BackboneEncoder(nn.Module):
+    """Image (n, C, S, S) in [0, 1] -> standardised voxels (n, V) through a frozen network.
+
+    A linear read-out of the flattened layers of ``backbone`` plus the 2 x 2 pooled
+    pixels (as in :class:`Encoder`), fitted in closed form by :meth:`fit`: ridge
+    regression with a penalty per voxel chosen by cross-validation (the shared
+    :class:`~fmrirecon.decoding.RidgeDecoder`), the usual voxel-wise encoding model.
+    With a few hundred noisy pairs this read-out, fitted by gradient descent, fits the
+    pairs' noise within a few epochs; the ridge penalty is what keeps it general.
+
+    Parameters
+    ----------
+    backbone : fmrirecon.features.FeatureExtractor
+        Frozen; its ``layers`` are read.
+    image_size, channels, n_voxels : int
+    """
+
+    def __init__(self, backbone, image_size: int, channels: int, n_voxels: int):
+        super().__init__()
+        self.backbone = backbone
+        self.backbone.requires_grad_(False)
+        self.names = list(backbone.layers)
+        self.pixels = nn.AvgPool2d(2)
+        shapes = backbone.layer_shapes()
+        n_feat = sum(int(np.prod(shapes[name])) for name in self.names) \
+            + channels * (image_size // 2) ** 2
+        self.register_buffer("mean", torch.zeros(n_feat))
+        self.register_buffer("scale", torch.ones(n_feat))
+        self.register_buffer("weight", torch.zeros(n_feat, n_voxels))
+        self.register_buffer("bias", torch.zeros(n_voxels))
+
+    def features(self, x):
+        """The read-out's input: flattened layers and pooled pixels, (n, n_features)."""
+        out = self.backbone(x)
+        return torch.cat([out[name].flatten(1) for name in self.names]
+                         + [self.pixels(x).flatten(1)], 1)
+
+    @torch.no_grad()
+    def fit(self, images: torch.Tensor, z: np.ndarray, groups=None, seed: int = 0,
+            batch: int = 256):
+        """Fit the read-out on ``images`` (n, C, S, S) and standardised voxels ``z`` (n, V).
+
+        ``groups`` (e.g. runs) keep a group's trials in one cross-validation fold.
+        Returns the :class:`~fmrirecon.decoding.RidgeDecoder` (``best_alphas_``,
+        ``cv_scores_``).
+        """
+        from ..decoding import RidgeDecoder
+
+        feats = torch.cat([self.features(images[i:i + batch].to(self.bias.device)).cpu()
+                           for i in range(0, len(images), batch)]).numpy()
+        ridge = RidgeDecoder(alphas=ENCODER_ALPHAS, seed=seed).fit(feats, z, groups)
+        for name, value in (("mean", ridge.x_mean_), ("scale", ridge.x_scale_),
+                            ("weight", ridge.coef_), ("bias", ridge.intercept_)):
+            getattr(self, name).copy_(torch.from_numpy(np.asarray(value, dtype=np.float32)))
+        return ridge
+
+    def forward(self, x):
+        return (self.features(x) - self.mean) / self.scale @ self.weight + self.bias
+
+
+#: Ridge penalties of the :class:`BackboneEncoder` read-out (tens of thousands of
+#: standardised features from a few hundred images: larger than the decoders').
+ENCODER_ALPHAS = np.logspace(0, 8, 17)
+
+#: Hidden layers the ``perceptual`` encoder backbone reads by default.
+BACKBONE_LAYERS = {"smallconv": ["relu2", "relu3", "relu4"]}
+
+
+def build_encoder(image_size: int, channels: int, n_voxels: int, width: int,
+                  backbone=None) -> nn.Module:
+    """An :class:`Encoder`, or a :class:`BackboneEncoder` on a frozen ``backbone``
+    (read-out weights from the global torch random state)."""
+    if backbone is not None:
+        return BackboneEncoder(backbone, image_size, channels, n_voxels)
     return Encoder(image_size, channels, n_voxels, width)
 
 
@@ -358,7 +436,8 @@ class SelfSupervisedReconstruction(ReconstructionMethod):
         images : ndarray, shape (n, H, W, C)
             The images shown, in [0, 1]; H = W, divisible by 4.
         groups : ndarray, optional
-            Unused (no internal cross-validation); accepted for the interface.
+            Run of each trial: with ``encoder_backbone``, the cross-validation folds of
+            the encoder's ridge read-out leave whole runs out.
         unpaired_betas : ndarray, shape (m, V), optional
             Betas without images for the fMRI cycle, e.g. the test recordings. Never
             pass their images anywhere.
@@ -422,7 +501,8 @@ class SelfSupervisedReconstruction(ReconstructionMethod):
         if use_cycles and s["decoder_epochs"] and unpaired_images is None and z_unpaired is None:
             log.warning("selfsup: cycles on but no unpaired images or betas; pairs only")
 
-        self.encoder_ = build_encoder(size, channels, n_vox, s["width"]).to(self.device_)
+        self.encoder_ = build_encoder(size, channels, n_vox, s["width"],
+                                      self._encoder_backbone()).to(self.device_)
         self.decoder_ = build_decoder(size, channels, n_vox, s["width"]).to(self.device_)
         # The pairs-only decoder starts from the cycle decoder's exact weights.
         self.pairs_decoder_ = None
@@ -438,6 +518,14 @@ class SelfSupervisedReconstruction(ReconstructionMethod):
             "w": torch.from_numpy(self.voxel_weights_).to(self.device_),
         }
         self._data["enc_train"], self._data["enc_val"] = self._encoder_split(images)
+        if isinstance(self.encoder_, BackboneEncoder):
+            rows = self._data["enc_train"]
+            ridge = self.encoder_.fit(self._data["x"][rows], z[rows.numpy()],
+                                      None if groups is None else np.asarray(groups)[rows.numpy()],
+                                      seed=self.seed)
+            log.info("selfsup encoder read-out: ridge, median cross-validated R2 %.3f, "
+                     "median penalty %.3g", float(np.median(ridge.cv_scores_)),
+                     float(np.median(ridge.best_alphas_)))
         self._fingerprint = _fingerprint(betas, images, unpaired_betas, unpaired_images,
                                          self.voxel_weights_) + json.dumps(
             {"seed": self.seed, **{k: v for k, v in s.items() if k not in (
@@ -468,6 +556,22 @@ class SelfSupervisedReconstruction(ReconstructionMethod):
             raise ValueError("methods.selfsup.encoder_val_fraction: leaves no pairs on one side")
         return torch.from_numpy(np.flatnonzero(~val)), torch.from_numpy(np.flatnonzero(val))
 
+    def _encoder_backbone(self):
+        """The frozen network of ``encoder_backbone: perceptual``, or None."""
+        s = self.settings
+        if s["encoder_backbone"] is None:
+            return None
+        if s["encoder_backbone"] != "perceptual":
+            raise ValueError(f"methods.selfsup.encoder_backbone: null or 'perceptual', "
+                             f"got {s['encoder_backbone']!r}")
+        layers = s["encoder_layers"] or BACKBONE_LAYERS.get(s["perceptual_network"])
+        if not layers:
+            raise ValueError(f"methods.selfsup.encoder_layers: give the layers of "
+                             f"{s['perceptual_network']!r} the encoder reads")
+        backbone = self.feature_extractor(layers)
+        log.info("selfsup encoder on %s (layers %s)", backbone.provenance, ", ".join(layers))
+        return backbone
+
     def _standardise(self, betas):
         return ((np.asarray(betas, dtype=np.float32) - self.beta_mean_) / self.beta_sd_).astype(np.float32)
 
@@ -493,8 +597,12 @@ class SelfSupervisedReconstruction(ReconstructionMethod):
         s = self.settings
         dev = self.device_
         gen = torch.Generator().manual_seed(self.seed)  # every draw of the training
-        opt_e = torch.optim.AdamW(self.encoder_.parameters(), lr=s["lr_encoder"],
-                                 weight_decay=s["weight_decay"])
+        # A BackboneEncoder has no trainable parameter (its read-out is fitted in closed
+        # form before this): no encoder epochs then.
+        trainable = [p for p in self.encoder_.parameters() if p.requires_grad]
+        encoder_epochs = s["encoder_epochs"] if trainable else 0
+        opt_e = torch.optim.AdamW(trainable, lr=s["lr_encoder"],
+                                  weight_decay=s["weight_decay"]) if trainable else None
         opt_d = torch.optim.AdamW(self.decoder_.parameters(), lr=s["lr_decoder"],
                                  weight_decay=s["weight_decay"])
         opt_p = None if self.pairs_decoder_ is None else torch.optim.AdamW(
@@ -516,7 +624,8 @@ class SelfSupervisedReconstruction(ReconstructionMethod):
         if state is not None:
             self.encoder_.load_state_dict(state["encoder"])
             self.decoder_.load_state_dict(state["decoder"])
-            opt_e.load_state_dict(state["opt_e"])
+            if opt_e is not None:
+                opt_e.load_state_dict(state["opt_e"])
             opt_d.load_state_dict(state["opt_d"])
             if opt_p is not None:
                 self.pairs_decoder_.load_state_dict(state["pairs_decoder"])
@@ -537,7 +646,8 @@ class SelfSupervisedReconstruction(ReconstructionMethod):
             state = {
                 "fingerprint": self._fingerprint, "start": phase_start, "history": history,
                 "encoder": self.encoder_.state_dict(), "decoder": self.decoder_.state_dict(),
-                "opt_e": opt_e.state_dict(), "opt_d": opt_d.state_dict(),
+                "opt_e": None if opt_e is None else opt_e.state_dict(),
+                "opt_d": opt_d.state_dict(),
                 "gen": gen.get_state(), "torch_rng": torch.get_rng_state(),
                 "numpy_rng": np.random.get_state(), "python_rng": random.getstate(),
                 "encoder_best": best,
@@ -550,10 +660,10 @@ class SelfSupervisedReconstruction(ReconstructionMethod):
             os.replace(tmp, ckpt_path)  # never leave a half-written checkpoint
             pd.DataFrame(history).to_csv(ckpt_dir / HISTORY_NAME, sep="\t", index=False)
 
-        bar = _progress(s["progress"], s["encoder_epochs"] + s["decoder_epochs"],
+        bar = _progress(s["progress"], encoder_epochs + s["decoder_epochs"],
                         sum(start.values()))
         # ---- phase 1: encoder on the pairs
-        for epoch in range(start["encoder"], s["encoder_epochs"]):
+        for epoch in range(start["encoder"], encoder_epochs):
             sums = self._encoder_epoch(opt_e, gen)
             if self._data["enc_val"] is not None:
                 sums["heldout"] = self._encoder_heldout_loss()
@@ -563,10 +673,10 @@ class SelfSupervisedReconstruction(ReconstructionMethod):
             history.append({"phase": "encoder", "variant": "pairs", "epoch": epoch + 1, **sums})
             bar.update(1)
             bar.set_postfix_str(f"encoder loss {sums['loss']:.4f}")
-            done = epoch + 1 == s["encoder_epochs"]
+            done = epoch + 1 == encoder_epochs
             if (epoch + 1) % s["checkpoint_every"] == 0 or done:
                 checkpoint({"encoder": epoch + 1, "decoder": 0})
-        self.encoder_epoch_ = s["encoder_epochs"]
+        self.encoder_epoch_ = encoder_epochs
         if best is not None:
             # The epoch of lowest held-out loss: later ones fit the pairs' noise.
             self.encoder_.load_state_dict(best[2])
@@ -586,7 +696,7 @@ class SelfSupervisedReconstruction(ReconstructionMethod):
             bar.set_postfix_str(f"decoder loss {rows[next(iter(rows))]['loss']:.4f}")
             done = epoch + 1 == s["decoder_epochs"]
             if (epoch + 1) % s["checkpoint_every"] == 0 or done:
-                checkpoint({"encoder": s["encoder_epochs"], "decoder": epoch + 1})
+                checkpoint({"encoder": encoder_epochs, "decoder": epoch + 1})
         bar.close()
         self.history_ = pd.DataFrame(history)
         for net in (self.decoder_, self.pairs_decoder_):
