@@ -135,20 +135,28 @@ def test_dir_and_selfsup_share_a_trained_network_and_its_accuracy(tmp_path):
     assert 0.56 < entry["ci_low"] < 0.6 < entry["ci_high"] < 0.64
 
 
-def test_feature_network_leaves_the_study_images_out(tmp_path):
+def _labelled_folder(root, n: int):
+    """An image folder of ``n`` random 16 px images, labels.tsv column ``cls`` (a, b)."""
     import pandas as pd
     from PIL import Image
 
-    from fmrirecon.features import train_feature_network
-
-    folder = tmp_path / "labelled"
+    folder = root / "labelled"
     (folder / "images").mkdir(parents=True)
     rng = np.random.default_rng(0)
-    files = [f"images/{i:02d}.png" for i in range(12)]
+    files = [f"images/{i:02d}.png" for i in range(n)]
     for f in files:
         Image.fromarray((rng.random((16, 16, 3)) * 255).astype(np.uint8)).save(folder / f)
-    pd.DataFrame({"file": files, "cls": ["a", "b"] * 6}).to_csv(folder / "labels.tsv", sep="\t",
-                                                               index=False)
+    pd.DataFrame({"file": files, "cls": ["a", "b"] * (n // 2)}).to_csv(
+        folder / "labels.tsv", sep="\t", index=False)
+    return folder, files
+
+
+def test_feature_network_leaves_the_study_images_out(tmp_path):
+    import pandas as pd
+
+    from fmrirecon.features import train_feature_network
+
+    folder, files = _labelled_folder(tmp_path, 12)
     stimuli = tmp_path / "stimuli" / "stimuli.tsv"
     stimuli.parent.mkdir()
     pd.DataFrame({"stim_file": ["s1.png", "s2.png"], "source_file": files[:2]}).to_csv(
@@ -166,20 +174,10 @@ def test_feature_network_leaves_the_study_images_out(tmp_path):
 
 
 def test_simulated_brain_network_features(tmp_path):
-    import pandas as pd
-    from PIL import Image
-
     from fmrirecon.simulate import study_plan, write_stimuli
     from fmrirecon.simulate.higher import brain_features, brain_network_seed, read_brain_features
 
-    folder = tmp_path / "labelled"
-    (folder / "images").mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    files = [f"images/{i:02d}.png" for i in range(20)]
-    for f in files:
-        Image.fromarray((rng.random((16, 16, 3)) * 255).astype(np.uint8)).save(folder / f)
-    pd.DataFrame({"file": files, "cls": ["a", "b"] * 10}).to_csv(folder / "labels.tsv", sep="\t",
-                                                                index=False)
+    folder, _ = _labelled_folder(tmp_path, 20)
     cfg = {"seed": 4, "image_size": 16, "n_train": 10, "n_train_repeated": 0, "n_test": 3}
     write_stimuli(cfg, tmp_path / "bids")
     higher = {"train_network": {"folder": str(folder), "column": "cls", "size": 16, "epochs": 1,
