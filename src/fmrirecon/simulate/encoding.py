@@ -63,8 +63,11 @@ GABOR_FEATURES = tuple(f"gabor_o{o}_w{i}" for i in range(len(GABOR_WAVELENGTHS))
 #: The feature sets of :func:`draw_model`.
 FEATURE_SETS = {"prf": FEATURES, "gabor": GABOR_FEATURES}
 
-# Drive of a blank (uniform mid-gray) image: any stimulus onset evokes some response.
-_PEDESTAL = 0.1
+#: Drive of a blank (uniform mid-gray) image: any stimulus onset evokes some response.
+PEDESTAL = 0.1
+
+#: Range of the voxels' compressive exponents (CSS model), drawn uniformly.
+EXPONENT_RANGE = (0.5, 0.8)
 
 # Typical RF-pooled contrast energy of [0, 1] images; divides the feature so its
 # weight is comparable with the luminance weights.
@@ -328,7 +331,7 @@ class EncodingModel:
     def drive(self, images: np.ndarray) -> np.ndarray:
         """``drive ** exponent`` of each voxel for each image, shape (n, n_visual)."""
         drive = np.einsum("nvf,vf->nv", self.features(images), self.weights)
-        return (np.maximum(drive, 0) + _PEDESTAL) ** self.exponent
+        return (np.maximum(drive, 0) + PEDESTAL) ** self.exponent
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         """Noise-free response amplitude (PSC), shape (n, n_visual)."""
@@ -339,9 +342,24 @@ class EncodingModel:
 
         A log-normal voxel factor (sd 0.3) keeps voxels unequally responsive.
         """
-        mean = self.drive(images).mean(axis=0)
-        factor = np.exp(rng.normal(0, 0.3, size=len(mean)))
-        self.gain = (signal_psc * factor / np.maximum(mean, 1e-6)).astype(np.float32)
+        self.gain = calibrated_gain(self.drive(images).mean(axis=0), signal_psc,
+                                    rng).astype(np.float32)
+
+
+def calibrated_gain(mean_drive: np.ndarray, signal_psc: float,
+                    rng: np.random.Generator) -> np.ndarray:
+    """Gains giving each voxel a mean response of ``signal_psc`` times a log-normal
+    voxel factor (sd 0.3), so voxels are unequally responsive.
+
+    Parameters
+    ----------
+    mean_drive : ndarray, shape (n_voxels,)
+        Each voxel's mean ``drive ** exponent`` over the stimulus set.
+    signal_psc : float
+    rng : numpy.random.Generator
+    """
+    factor = np.exp(rng.normal(0, 0.3, size=len(mean_drive)))
+    return signal_psc * factor / np.maximum(mean_drive, 1e-6)
 
 
 def draw_model(brain: Brain, rng: np.random.Generator, channels: int = 1,
@@ -383,7 +401,7 @@ def draw_model(brain: Brain, rng: np.random.Generator, channels: int = 1,
     cy = 0.5 + 0.4 * v + rng.normal(0, 0.06, n)
     centre = np.clip(np.stack([cx, cy], axis=1), 0.03, 0.97)
     size = (0.05 + 0.1 * d) * np.exp(rng.normal(0, 0.25, n))
-    exponent = rng.uniform(0.5, 0.8, n)
+    exponent = rng.uniform(*EXPONENT_RANGE, n)
     weights = np.zeros((n, len(FEATURES)))
     weights[:, 0] = rng.uniform(0.3, 1.5, n)                 # contrast energy
     # Bimodal ON/OFF preference, so luminance polarity is encoded.

@@ -28,15 +28,14 @@ from pathlib import Path
 
 import numpy as np
 
+from .encoding import EXPONENT_RANGE, PEDESTAL, calibrated_gain
+
 #: Keys of ``simulate.higher_area`` and their defaults (``train_network`` is required).
 HIGHER_DEFAULTS = {
     "fraction": 0.5,          # of the visual voxels, those farthest from the pole
     "layer": "relu4",         # the brain network's layer the voxels read
     "train_network": None,    # {folder, column, epochs, width, ...}: the brain network
 }
-
-# Drive of a stimulus whose features sit at the stimulus-set mean: softplus(0) ~ 0.69.
-_PEDESTAL = 0.1
 
 
 def higher_config(value) -> dict | None:
@@ -102,7 +101,7 @@ class HigherArea:
         """``drive ** exponent`` of each voxel for each image's features, (n, n_higher)."""
         z = (np.asarray(features, dtype=np.float64) - self.mean) / self.scale
         drive = np.logaddexp(0.0, z @ self.weights + self.offset)      # softplus
-        return (drive + _PEDESTAL) ** self.exponent
+        return (drive + PEDESTAL) ** self.exponent
 
     def predict(self, features: np.ndarray) -> np.ndarray:
         """Noise-free response amplitude (PSC), shape (n, n_higher)."""
@@ -135,11 +134,10 @@ def draw_higher_area(index: np.ndarray, features: np.ndarray, signal_psc: float,
     weights /= np.linalg.norm(weights, axis=0, keepdims=True)
     area = HigherArea(
         index=np.asarray(index, dtype=np.int64), mean=mean, scale=scale, weights=weights,
-        offset=rng.normal(0.0, 0.5, len(index)), exponent=rng.uniform(0.5, 0.8, len(index)),
+        offset=rng.normal(0.0, 0.5, len(index)), exponent=rng.uniform(*EXPONENT_RANGE, len(index)),
         gain=np.ones(len(index)),
     )
-    factor = np.exp(rng.normal(0, 0.3, len(index)))
-    area.gain = signal_psc * factor / np.maximum(area.drive(features).mean(axis=0), 1e-6)
+    area.gain = calibrated_gain(area.drive(features).mean(axis=0), signal_psc, rng)
     return area
 
 
