@@ -53,7 +53,11 @@ if SIMULATED:
                 provenance=TRUTH / "brain_network" / "smallconv_weights.pt.json",
                 features=TRUTH / "brain_network" / "stimuli_features.h5",
             params:
-                sim=SIM,
+                # only what it uses: a change of e.g. the noise does not retrain it
+                higher=SIM["higher_area"],
+                seed=SIM["seed"],
+                image_size=SIM["image_size"],
+                channels=SIM["channels"],
             threads: 2
             resources:
                 gpu=1,

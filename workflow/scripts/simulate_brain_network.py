@@ -6,6 +6,6 @@ log_to(snakemake.log[0])
 
 from fmrirecon.simulate.higher import brain_features
 
-sim = snakemake.params.sim
-brain_features(snakemake.input.stimuli, sim["higher_area"], sim["seed"], sim["image_size"],
-               sim["channels"], snakemake.output.weights, snakemake.output.features)
+p = snakemake.params
+brain_features(snakemake.input.stimuli, p.higher, p.seed, p.image_size, p.channels,
+               snakemake.output.weights, snakemake.output.features)
