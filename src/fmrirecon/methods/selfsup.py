@@ -579,16 +579,7 @@ class SelfSupervisedReconstruction(ReconstructionMethod):
         s = self.settings
         extractor = None
         if s["perceptual_weight"] > 0:
-            from ..features import FeatureExtractor
-
-            # Seeded by its own argument, so a resumed fit builds the same network.
-            extractor = FeatureExtractor(network=s["perceptual_network"],
-                                         layers=s["perceptual_layers"],
-                                         weights=s["perceptual_weights"], device=self.device_,
-                                         seed=self.seed)
-            extractor.eval()
-            for p in extractor.parameters():
-                p.requires_grad_(False)
+            extractor = self.feature_extractor(s["perceptual_layers"])
             self.perceptual_provenance_ = extractor.provenance
             log.info("selfsup perceptual loss: %s", extractor.provenance)
         return ImageLoss(extractor, s["pixel_weight"], s["perceptual_weight"], s["tv_weight"])
@@ -893,7 +884,8 @@ class SelfSupervisedReconstruction(ReconstructionMethod):
 
     def feature_extractor(self, layers=None):
         """The perceptual network (``perceptual_network`` / ``_weights``) as a
-        :class:`~fmrirecon.features.FeatureExtractor` on ``layers`` (default: its own)."""
+        :class:`~fmrirecon.features.FeatureExtractor` on ``layers`` (default: its own):
+        frozen, and seeded by its own argument, so a resumed fit builds the same network."""
         from ..features import FeatureExtractor
 
         s = self.settings
