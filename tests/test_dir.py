@@ -68,6 +68,13 @@ def test_generator_prior_optimises_latents(extractor):
     recon = invert_features(feats, extractor, images.shape[1:], generator=gen, iterations=60,
                             latent_lr=0.1, latent_weight=0.0, progress=False)
     assert pixcorr(recon, images).min() > 0.9
+    # Starting latents are where the search begins: with no step, the image they draw.
+    start = invert_features(feats, extractor, images.shape[1:], generator=gen, iterations=0,
+                            latent_init=z_true.numpy(), progress=False)
+    np.testing.assert_allclose(start, images, atol=1e-6)
+    with pytest.raises(ValueError, match="latent_init"):
+        invert_features(feats, extractor, images.shape[1:], generator=gen, iterations=0,
+                        latent_init=np.zeros((3, 7)), progress=False)
 
 
 def test_voxel_selection_ridge_recovers_sparse_weights():
@@ -186,6 +193,24 @@ def test_generator_prior_from_a_generator_file(tmp_path, data):
     assert recon.shape == (4, 16, 16, 1) and 0 <= recon.min() and recon.max() <= 1
     model.save(tmp_path / "dir.pkl")
     assert DeepImageReconstruction.load(tmp_path / "dir.pkl")._generator is None
+
+
+def test_generator_search_can_start_from_the_pixel_reconstruction(tmp_path, data):
+    from fmrirecon.generative import decode, encode, load_encoder
+
+    path = _untrained_generator(tmp_path / "generator.pt")
+    images, voxels = data
+    with pytest.raises(ValueError, match="latent_init"):
+        DeepImageReconstruction(latent_init="mean")
+    model = DeepImageReconstruction(input_size=16, max_units=100, iterations=5, device="cpu",
+                                    prior="generator", generator=str(path), latent_init="pixel")
+    model.fit(voxels[:40], images[:40])
+    targets = model.decode_layers(voxels[80:84])
+    # With no step the generator draws the encoder's latent of the pixel reconstruction.
+    model.iterations, model._inversion_cache = 0, {}
+    start = model.invert(targets, progress=False)
+    expected = decode(model.load_generator(), encode(load_encoder(path), model.invert(targets, prior="pixel")))
+    np.testing.assert_allclose(start, expected, atol=1e-5)
 
 
 def _evaluation_data(voxels, images, families, n_train, seed=0):

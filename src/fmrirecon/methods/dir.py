@@ -266,7 +266,8 @@ def invert_features(targets: dict, extractor, image_shape: tuple[int, int, int],
                     iterations: int = 200, lr: float = 0.05, tv_weight: float = 0.0,
                     jitter: int = 0, init: np.ndarray | None = None, generator=None,
                     latent_dim: int | None = None, latent_lr: float = 0.05,
-                    latent_weight: float = 0.0, seed: int = 0, progress: bool = True) -> np.ndarray:
+                    latent_weight: float = 0.0, latent_init: np.ndarray | None = None,
+                    seed: int = 0, progress: bool = True) -> np.ndarray:
     """Images whose features match ``targets``: batched optimisation over all images.
 
     Parameters
@@ -299,7 +300,11 @@ def invert_features(targets: dict, extractor, image_shape: tuple[int, int, int],
     latent_lr : float
         Adam step size on the latents.
     latent_weight : float
-        Weight of the Gaussian prior (mean squared latent) on the latents.
+        Weight of the Gaussian prior on the latents, centred on their start: the mean
+        squared distance of each latent from its starting value.
+    latent_init : ndarray, shape (n, d), optional
+        Starting latents, and the centre of their prior (default: zeros, the
+        generator's own prior).
     seed : int
     progress : bool
         Show a tqdm bar on stderr.
@@ -336,7 +341,14 @@ def invert_features(targets: dict, extractor, image_shape: tuple[int, int, int],
             generator.requires_grad_(False)
             generator.eval()
         d = _latent_dim(generator, latent_dim)
-        param = torch.zeros(n, d, device=device, requires_grad=True)
+        if latent_init is None:
+            anchor = torch.zeros(n, d)
+        else:
+            anchor = torch.as_tensor(np.asarray(latent_init, dtype=np.float32))
+            if anchor.shape != (n, d):
+                raise ValueError(f"latent_init: shape {tuple(anchor.shape)}, expected {(n, d)}")
+        anchor = anchor.to(device)
+        param = anchor.clone().requires_grad_(True)
         step = latent_lr
 
         def draw():
@@ -376,7 +388,7 @@ def invert_features(targets: dict, extractor, image_shape: tuple[int, int, int],
                  ((images[..., :, 1:] - images[..., :, :-1]) ** 2).flatten(1).mean(1)
             loss_per_image = loss_per_image + tv_weight * tv
         if generator is not None and latent_weight:
-            loss_per_image = loss_per_image + latent_weight * (param ** 2).mean(1)
+            loss_per_image = loss_per_image + latent_weight * ((param - anchor) ** 2).mean(1)
         # A sum, not a mean: each image's gradient does not depend on how many there are.
         loss = loss_per_image.sum()
         opt.zero_grad()
@@ -455,6 +467,13 @@ class DeepImageReconstruction(ReconstructionMethod):
     latent_weight : float
     init : {"mean", "gray"}
         Starting pixels: the mean training image or mid-gray.
+    latent_init : {"zero", "pixel"}
+        Starting latents of ``prior="generator"``: zero (the prior's mean, as Shen et
+        al. started) or ``"pixel"``, the latent the generator's own encoder gives the
+        pixel-prior reconstruction of the same decoded features. ``latent_weight``
+        then keeps the latents near that start: the generator refines the pixel
+        solution within its range instead of searching from its mean image.
+        The generator file (:mod:`fmrirecon.generative`) holds that encoder.
     device : str
         ``"auto"`` takes a GPU when visible.
     threads : int, optional
@@ -479,7 +498,8 @@ class DeepImageReconstruction(ReconstructionMethod):
                  n_folds: int = 5, prior: str = "pixel", generator: str | None = None,
                  iterations: int = 200, lr: float = 0.05, latent_lr: float = 0.05,
                  layer_weights: dict | None = None, tv_weight: float = 0.5, jitter: int = 0,
-                 latent_weight: float = 0.01, init: str = "mean", device: str = "auto",
+                 latent_weight: float = 0.01, init: str = "mean", latent_init: str = "zero",
+                 device: str = "auto",
                  threads: int | None = None, generalisation: dict | None = None,
                  compare_priors: bool = False, seed: int = 0, **params):
         super().__init__(seed=seed, **params)
@@ -492,6 +512,8 @@ class DeepImageReconstruction(ReconstructionMethod):
             raise ValueError("methods.dir.compare_priors: needs a generator (both priors run)")
         if init not in ("mean", "gray"):
             raise ValueError(f"methods.dir.init: {init!r} is not 'mean' or 'gray'")
+        if latent_init not in ("zero", "pixel"):
+            raise ValueError(f"methods.dir.latent_init: {latent_init!r} is not 'zero' or 'pixel'")
         if n_voxels is not None and int(n_voxels) < 1:
             raise ValueError(f"methods.dir.n_voxels: must be positive, got {n_voxels}")
         self.network = network
@@ -512,19 +534,20 @@ class DeepImageReconstruction(ReconstructionMethod):
         self.jitter = jitter
         self.latent_weight = latent_weight
         self.init = init
+        self.latent_init = latent_init
         self.device = device
         self.threads = threads
         self.generalisation = generalisation
         self.compare_priors = bool(compare_priors)
         self._extractor = None
         self._generator = None
-        self._recon_cache = None
+        self._inversion_cache = {}
 
     #: Constructor settings (besides seed), as in the config; see :meth:`settings`.
     _SETTINGS = ("network", "weights", "layers", "input_size", "max_units", "n_voxels",
                  "alphas", "n_folds", "prior", "generator", "iterations", "lr", "latent_lr",
-                 "layer_weights", "tv_weight", "jitter", "latent_weight", "init", "device",
-                 "threads", "generalisation", "compare_priors")
+                 "layer_weights", "tv_weight", "jitter", "latent_weight", "init",
+                 "latent_init", "device", "threads", "generalisation", "compare_priors")
 
     def settings(self) -> dict:
         """The constructor settings of this model (seed aside), e.g. to fit a copy."""
@@ -535,14 +558,16 @@ class DeepImageReconstruction(ReconstructionMethod):
         state = dict(self.__dict__)
         state["_extractor"] = None
         state["_generator"] = None
-        state["_recon_cache"] = None
+        state["_inversion_cache"] = {}
         return state
 
     def __setstate__(self, state):
         # Models pickled before a setting existed get its default.
         state.setdefault("generalisation", None)
         state.setdefault("compare_priors", False)
-        state.setdefault("_recon_cache", None)
+        state.setdefault("latent_init", "zero")
+        state.pop("_recon_cache", None)
+        state.setdefault("_inversion_cache", {})
         self.__dict__.update(state)
 
     @property
@@ -643,30 +668,52 @@ class DeepImageReconstruction(ReconstructionMethod):
         """Images (n, H, W, C) whose features match the decoded ones.
 
         ``prior`` overrides the configured one (e.g. to compare pixel and generator).
-        The last result is kept in memory: the workflow reconstructs, then asks
-        :meth:`extra_metrics` about the same betas, and optimisation is the slow step.
+        The workflow reconstructs, then asks :meth:`extra_metrics` about the same
+        betas: :meth:`invert` keeps its last result, as optimisation is the slow step.
         """
-        betas = np.ascontiguousarray(betas, dtype=np.float32)
-        key = (prior or self.prior, betas.shape, hashlib.sha1(betas.tobytes()).hexdigest())
-        if self._recon_cache is not None and self._recon_cache[0] == key:
-            return self._recon_cache[1].copy()
-        recon = self.invert(self.decode_layers(betas), prior=prior)
-        self._recon_cache = (key, recon.copy())
-        return recon
+        return self.invert(self.decode_layers(betas), prior=prior)
 
     def invert(self, targets: dict, prior: str | None = None, progress: bool = True) -> np.ndarray:
-        """Optimise images whose features match ``targets`` (decoded or true features)."""
+        """Optimise images whose features match ``targets`` (decoded or true features).
+
+        The last inversion with each prior is kept in memory: the workflow
+        reconstructs and then scores the same betas, ``latent_init="pixel"`` starts
+        from the pixel inversion and ``compare_priors`` scores it; each runs once.
+        """
         prior = prior or self.prior
+        key = hashlib.sha1(b"".join(np.ascontiguousarray(v, dtype=np.float32).tobytes()
+                                    for v in targets.values())).hexdigest()
+        cached = self._inversion_cache.get(prior)
+        if cached is not None and cached[0] == key:
+            return cached[1].copy()
+        latent_init = None
+        if prior == "generator" and self.latent_init == "pixel":
+            latent_init = self.encode_images(self.invert(targets, prior="pixel", progress=progress))
         init = self.mean_image_ if self.init == "mean" else None
         with _torch_threads(self.threads):
-            return invert_features(
+            images = invert_features(
                 targets, self.extractor, self.image_shape_, units=self.units_,
                 layer_weights=self.layer_weights, iterations=self.iterations, lr=self.lr,
                 tv_weight=self.tv_weight, jitter=self.jitter, init=init,
                 generator=self.load_generator() if prior == "generator" else None,
-                latent_lr=self.latent_lr, latent_weight=self.latent_weight, seed=self.seed,
-                progress=progress,
+                latent_lr=self.latent_lr, latent_weight=self.latent_weight,
+                latent_init=latent_init, seed=self.seed, progress=progress,
             )
+        self._inversion_cache[prior] = (key, images.copy())
+        return images
+
+    def encode_images(self, images) -> np.ndarray:
+        """Latents (n, d) the generator's encoder gives ``images`` (n, H, W, C) in [0, 1]."""
+        import torch
+
+        from ..generative import encode, load_encoder
+
+        encoder = load_encoder(self.generator, device=self.extractor.device)
+        generator = self.load_generator()
+        x = torch.as_tensor(np.asarray(images, np.float32)).permute(0, 3, 1, 2)
+        # The encoder reads images at the generator's own size and channels.
+        x = _fit_to_shape(x, generator.image_size, generator.image_size, generator.channels)
+        return encode(encoder, x.permute(0, 2, 3, 1).numpy())
 
     def true_features(self, images) -> dict[str, np.ndarray]:
         """Features of ``images`` restricted to the decoded units."""
@@ -770,7 +817,6 @@ class DeepImageReconstruction(ReconstructionMethod):
         if recon is None:
             recon = self.reconstruct(data.test_betas)
         mine = identification_scores(recon, true, self.feature_identification)
-        # A direct inversion: the cache keeps the reconstruction the workflow saved.
         theirs = identification_scores(self.invert(self.decode_layers(data.test_betas), prior=other),
                                        true, self.feature_identification)
         rng = np.random.default_rng([data.seed, 23])
