@@ -8,7 +8,7 @@ import torch
 
 from conftest import smooth_images
 from fmrirecon.features import (FeatureExtractor, extract_features, feature_identification,
-                                read_feature_attrs, read_features, train_small_network,
+                                feature_similarity, read_feature_attrs, read_features, train_small_network,
                                 write_features)
 
 
@@ -106,6 +106,25 @@ def test_feature_identification(extractor):
     images = smooth_images(6, size=16, seed=2)
     ident = feature_identification(images, images, extractor)
     assert all(np.all(v == 1.0) for v in ident.values())
+
+
+def test_feature_similarity_matches_a_direct_computation(extractor):
+    recon = smooth_images(5, size=16, seed=7)
+    true = smooth_images(4, size=16, seed=8)
+    reference = smooth_images(30, size=16, seed=9)
+    sim = feature_similarity(recon, true, extractor, reference=reference)
+    # Reference: z-score each unit with the reference images, numpy's corrcoef per layer.
+    a, b, r = (extract_features(x, extractor) for x in (recon, true, reference))
+    expected = []
+    for name in extractor.layers:
+        mean, sd = r[name].mean(0), r[name].std(0)
+        sd[sd == 0] = 1.0
+        za, zb = (a[name] - mean) / sd, (b[name] - mean) / sd
+        expected.append(np.corrcoef(za, zb)[:5, 5:])
+    np.testing.assert_allclose(sim, np.mean(expected, 0), atol=1e-6)
+    # Each image is most similar to itself.
+    self_sim = feature_similarity(true, true, extractor, reference=reference)
+    assert np.all(np.argmax(self_sim, axis=1) == np.arange(4))
 
 
 def test_dir_and_selfsup_share_a_trained_network_and_its_accuracy(tmp_path):

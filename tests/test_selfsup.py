@@ -355,6 +355,17 @@ def test_ablation_metrics_are_paired_differences_of_the_two_decoders(data):
     assert entry["mean"] == pytest.approx(np.mean(cyc - pairs), abs=1e-6)
     assert entry["chance"] == 0.0 and entry["ci_low"] <= entry["mean"] <= entry["ci_high"]
     assert {"cycles_gain_nway2", "cycles_gain_nway5", "cycles_gain_nway10"} <= set(extra)
+    # By deep features too, with the same distractor draws for both decoders.
+    from fmrirecon.evaluation import identification_nway
+
+    ev = _evaluation_data(images, noisy, 200)
+    acc = {v: identification_nway(model.feature_similarity(model.reconstruct(noisy[200:], variant=v), ev),
+                                  5, n_draws=1000, rng=np.random.default_rng([ev.seed, 29, 5]))
+           for v in ("cycles", "pairs")}
+    assert extra["cycles_gain_featnway5"]["mean"] == pytest.approx(
+        np.mean(acc["cycles"] - acc["pairs"]), abs=1e-9)
+    assert extra["featnway5"]["chance"] == pytest.approx(0.2)
+    assert extra["featnway5"]["mean"] == pytest.approx(acc["cycles"].mean(), abs=1e-9)
     # A model with one decoder has nothing to compare.
     single = SelfSupervisedReconstruction(seed=3, encoder_epochs=1, decoder_epochs=1, **TINY)
     single.fit(noisy[:40], images[:40])

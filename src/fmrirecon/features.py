@@ -540,6 +540,43 @@ def feature_identification(recon: np.ndarray, true: np.ndarray, extractor: Featu
                        for name in extractor.layers)
 
 
+def feature_similarity(recon: np.ndarray, true: np.ndarray, extractor: FeatureExtractor,
+                       reference: np.ndarray | None = None, batch_size: int = 64) -> np.ndarray:
+    """Similarity of every reconstruction to every true image by their deep features.
+
+    Parameters
+    ----------
+    recon : ndarray, shape (n, H, W, C)
+    true : ndarray, shape (m, H, W, C)
+        Images in [0, 1].
+    extractor : FeatureExtractor
+    reference : ndarray, shape (k, H, W, C), optional
+        Images (e.g. the training stimuli) whose feature mean and standard deviation
+        z-score every unit first. Raw activations share a large mean pattern that
+        makes every image correlate with every other; z-scoring removes it.
+
+    Returns
+    -------
+    ndarray, shape (n, m)
+        Per layer, the Pearson correlation of the (z-scored) features, averaged over the
+        extractor's layers: the ``sim`` of :func:`fmrirecon.evaluation.identification_nway`.
+    """
+    from .evaluation import correlation_matrix
+
+    a = extract_features(recon, extractor, batch_size)
+    b = extract_features(true, extractor, batch_size)
+    ref = None if reference is None else extract_features(reference, extractor, batch_size)
+    sims = []
+    for name in extractor.layers:
+        x, y = a[name], b[name]
+        if ref is not None:
+            mean, sd = ref[name].mean(0), ref[name].std(0)
+            sd = np.where(sd > 0, sd, 1.0)
+            x, y = (x - mean) / sd, (y - mean) / sd
+        sims.append(correlation_matrix(x, y))
+    return np.mean(sims, axis=0)
+
+
 def stimulus_table(stimuli_dir: str | Path) -> "pd.DataFrame":
     """``stimuli.tsv`` of a BIDS ``stimuli/`` folder, or a listing of its images.
 

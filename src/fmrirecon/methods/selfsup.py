@@ -92,11 +92,14 @@ DEFAULTS = {
     "semantic_layers": ["relu3", "relu4", "fc5"],  # deeper layers of the perceptual network
     "semantic_max_per_class": None,
     "semantic_k": [1, 5],
+    # n-way identification by deep features (extra_metrics): layers of the perceptual
+    # network, z-scored with the training images' statistics.
+    "identification_layers": ["relu3", "relu4", "fc5"],
 }
 
 #: Settings that change the metrics computed after fitting, not the fit.
 _EVALUATION_KEYS = {"train_network", "semantic_folder", "semantic_label", "semantic_layers",
-                    "semantic_max_per_class", "semantic_k"}
+                    "semantic_max_per_class", "semantic_k", "identification_layers"}
 
 CHECKPOINT_NAME = "selfsup_checkpoint.pt"
 HISTORY_NAME = "selfsup_history.tsv"
@@ -914,11 +917,16 @@ class SelfSupervisedReconstruction(ReconstructionMethod):
           reconstruction's;
           ``semantic_stimulus_top<k>``, the same classifier on the shown images
           themselves (what a perfect reconstruction would score).
+        - ``featnway<n>``: n-way identification (n = 2, 5, 10, 50) of the reconstructions
+          by deep-feature similarity (:meth:`feature_similarity`) instead of pixel
+          correlation; chance ``1 / n``.
         - with ``ablation``: ``cycles_gain_*``, see :meth:`ablation_metrics`.
         - ``perceptual_net_accuracy``: held-out accuracy of a locally trained perceptual
           network (absent for random or external weights).
         """
         out = self.encoder_metrics(data)
+        if len(data.test_betas) > 1:
+            out.update(self.feature_identification_metrics(data))
         if "cycles" in self.variants and "pairs" in self.variants and len(data.test_betas) > 1:
             out.update(self.ablation_metrics(data))
         if self.settings["semantic_folder"]:
@@ -972,14 +980,47 @@ class SelfSupervisedReconstruction(ReconstructionMethod):
             out["encoder_fraction_of_ceiling"] = entry(fraction(r), boot["frac"], 0.0)
         return out
 
+    def feature_similarity(self, recon, data) -> np.ndarray:
+        """Similarity (n, n) of reconstructions to the split's images by deep features.
+
+        Features of the perceptual network's ``identification_layers``, each unit
+        z-scored with the training images' statistics, correlated and averaged over
+        layers (:func:`fmrirecon.features.feature_similarity`). The decoders learn with
+        this network's perceptual loss, so it is not an independent judge of them; it
+        compares variants trained with the same loss fairly.
+        """
+        from ..features import feature_similarity
+
+        extractor = self.feature_extractor(self.settings["identification_layers"])
+        return feature_similarity(np.asarray(recon, np.float32),
+                                  np.asarray(data.test_images, np.float32), extractor,
+                                  reference=np.asarray(data.train_images, np.float32))
+
+    def feature_identification_metrics(self, data, n_way=(2, 5, 10, 50),
+                                       n_draws: int = 1000) -> dict:
+        """``featnway<n>`` of :meth:`extra_metrics`: n-way identification by deep features."""
+        from ..evaluation import identification_nway, summarise
+
+        sim = self.feature_similarity(self.reconstruct(data.test_betas), data)
+        out = {}
+        for n in n_way:
+            if n <= len(sim):
+                # The distractor draws of ablation_metrics: the entries agree.
+                acc = identification_nway(sim, n, n_draws=n_draws,
+                                          rng=np.random.default_rng([data.seed, 29, n]))
+                out[f"featnway{n}"] = summarise(acc, 1.0 / n, data.n_boot,
+                                                np.random.default_rng([data.seed, 41, n]))
+        return out
+
     def ablation_metrics(self, data, n_way=(2, 5, 10, 50), n_draws: int = 1000) -> dict:
         """Paired comparison of the decoders trained with and without cycles (``ablation``).
 
         Both decoders share the encoder and their initial weights; per test image,
-        ``cycles_gain_pixcorr`` and ``cycles_gain_nway<n>`` are the pixel correlation
-        and the n-way identification accuracy (pixel-correlation similarity, the
-        standard evaluation's) of the cycles decoder minus those of the pairs-only one,
-        with the same distractor draws for both. 95% bootstrap CIs over images; chance 0.
+        ``cycles_gain_pixcorr`` is the pixel correlation of the cycles decoder minus that
+        of the pairs-only one, ``cycles_gain_nway<n>`` the same for n-way identification
+        by pixel correlation (the standard evaluation's) and ``cycles_gain_featnway<n>``
+        by deep-feature similarity (:meth:`feature_similarity`), with the same
+        distractor draws for both decoders. 95% bootstrap CIs over images; chance 0.
         """
         from ..evaluation import identification_nway, pixcorr, similarity_matrix, summarise
 
@@ -987,12 +1028,14 @@ class SelfSupervisedReconstruction(ReconstructionMethod):
         scores = {}
         for variant in ("cycles", "pairs"):
             recon = self.reconstruct(data.test_betas, variant=variant)
-            sim = similarity_matrix(recon, true, "pixcorr")
             scores[variant] = {"pixcorr": pixcorr(recon, true)}
-            for n in n_way:
-                if n <= len(true):
-                    scores[variant][f"nway{n}"] = identification_nway(
-                        sim, n, n_draws=n_draws, rng=np.random.default_rng([data.seed, 29, n]))
+            sims = {"nway": similarity_matrix(recon, true, "pixcorr"),
+                    "featnway": self.feature_similarity(recon, data)}
+            for prefix, sim in sims.items():
+                for n in n_way:
+                    if n <= len(true):
+                        scores[variant][f"{prefix}{n}"] = identification_nway(
+                            sim, n, n_draws=n_draws, rng=np.random.default_rng([data.seed, 29, n]))
         rng = np.random.default_rng([data.seed, 31])
         out = {}
         for name in scores["cycles"]:
