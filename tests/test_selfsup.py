@@ -143,6 +143,17 @@ def test_pairs_only_model_has_no_cycle_decoder(data):
         model.reconstruct(noisy[:2], variant="cycles")
 
 
+def test_a_model_saved_before_a_setting_existed_loads_with_its_default(tmp_path, data):
+    images, _, noisy = data
+    model = SelfSupervisedReconstruction(seed=0, encoder_epochs=1, decoder_epochs=1, **TINY)
+    model.fit(noisy[:32], images[:32])
+    del model.settings["identification_layers"]  # as pickled by an earlier version
+    model.save(tmp_path / "old.pkl")
+    loaded = SelfSupervisedReconstruction.load(tmp_path / "old.pkl")
+    assert loaded.settings["identification_layers"] == ["relu3", "relu4", "fc5"]
+    np.testing.assert_array_equal(loaded.reconstruct(noisy[200:204]), model.reconstruct(noisy[200:204]))
+
+
 def test_resume_from_checkpoint_reproduces_an_uninterrupted_run(tmp_path, data, monkeypatch, caplog):
     images, _, noisy = data
     kw = dict(seed=1, encoder_epochs=3, decoder_epochs=4, checkpoint_every=2,

@@ -1138,6 +1138,8 @@ class SelfSupervisedReconstruction(ReconstructionMethod):
 
     def __setstate__(self, state):
         self.__dict__.update(state)
+        # Models pickled before a setting existed get its default.
+        self.settings = {**DEFAULTS, **self.settings}
         if "encoder_" in state:
             self.device_ = select_device(self.settings["device"])
             for key in ("encoder_", "decoder_", "pairs_decoder_"):
