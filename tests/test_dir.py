@@ -195,7 +195,7 @@ def test_generator_prior_from_a_generator_file(tmp_path, data):
     assert DeepImageReconstruction.load(tmp_path / "dir.pkl")._generator is None
 
 
-def test_generator_search_can_start_from_the_pixel_reconstruction(tmp_path, data):
+def test_generator_search_can_start_from_the_pixel_reconstruction(tmp_path, data, monkeypatch):
     from fmrirecon.generative import decode, encode, load_encoder
 
     path = _untrained_generator(tmp_path / "generator.pt")
@@ -211,6 +211,18 @@ def test_generator_search_can_start_from_the_pixel_reconstruction(tmp_path, data
     start = model.invert(targets, progress=False)
     expected = decode(model.load_generator(), encode(load_encoder(path), model.invert(targets, prior="pixel")))
     np.testing.assert_allclose(start, expected, atol=1e-5)
+    # The pixel inversion runs once whether it is the start or the comparison.
+    import fmrirecon.methods.dir as dir_module
+
+    calls = []
+    real = dir_module.invert_features
+    monkeypatch.setattr(dir_module, "invert_features",
+                        lambda *a, **k: calls.append(k["generator"] is None) or real(*a, **k))
+    model._inversion_cache = {}
+    model.reconstruct(voxels[80:84])
+    model.reconstruct(voxels[80:84], prior="pixel")
+    model.reconstruct(voxels[80:84])
+    assert calls == [True, False]
 
 
 def _evaluation_data(voxels, images, families, n_train, seed=0):
