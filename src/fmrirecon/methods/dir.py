@@ -558,7 +558,7 @@ class DeepImageReconstruction(ReconstructionMethod):
         state = dict(self.__dict__)
         state["_extractor"] = None
         state["_generator"] = None
-        state["_inversion_cache"] = {}
+        state.pop("_inversion_cache", None)
         return state
 
     def __setstate__(self, state):
@@ -567,7 +567,7 @@ class DeepImageReconstruction(ReconstructionMethod):
         state.setdefault("compare_priors", False)
         state.setdefault("latent_init", "zero")
         state.pop("_recon_cache", None)
-        state.setdefault("_inversion_cache", {})
+        state["_inversion_cache"] = {}  # a cache does not outlive its process
         self.__dict__.update(state)
 
     @property
