@@ -25,6 +25,7 @@ from fmrirecon.simulate import (
     read_truth_trials,
     simulate_subject,
     study_plan,
+    write_dataset_files,
     write_stimuli,
 )
 from fmrirecon.simulate import encoding
@@ -50,6 +51,7 @@ FACES = Path(__file__).parents[2] / "shared/data/images/faces_celeba"
 def _simulate(cfg, root: Path, subjects=None) -> Path:
     bids_dir = root / "bids"
     write_stimuli(cfg, bids_dir)
+    write_dataset_files(cfg, bids_dir)
     for s in subjects or study_plan(cfg)["subjects"]:
         simulate_subject(cfg, bids_dir, s, root / "truth" / f"sub-{s}_truth.h5")
     return bids_dir
@@ -68,6 +70,23 @@ def _events(bids_dir, subject, task, run):
 
 def _bold(bids_dir, subject, task, run):
     return nib.load(bids_dir / f"sub-{subject}" / "func" / f"{bids_run_name(subject, task, run)}_bold.nii.gz")
+
+
+def test_stimuli_depend_on_the_stimulus_settings_only(tmp_path):
+    from fmrirecon.simulate import STIMULUS_KEYS, stimulus_settings
+
+    other = {**SMALL, "subjects": 3, "noise_psc": 2.5, "trials_per_run": 5, "n_unpaired": 4}
+    assert stimulus_settings(other) == stimulus_settings(SMALL)
+    assert set(stimulus_settings(SMALL)) == set(STIMULUS_KEYS)
+    a = write_stimuli(SMALL, tmp_path / "a")
+    b = write_stimuli(other, tmp_path / "b")
+    assert [p.relative_to(tmp_path / "a") for p in a] == [p.relative_to(tmp_path / "b") for p in b]
+    assert all(x.read_bytes() == y.read_bytes() for x, y in zip(a, b))
+    assert not (tmp_path / "a" / "participants.tsv").exists()  # the dataset files' job
+    files = write_dataset_files(other, tmp_path / "a")
+    assert len(pd.read_csv(tmp_path / "a" / "participants.tsv", sep="\t")) == 3
+    assert '"noise_psc": 2.5' in (tmp_path / "a" / "README").read_text()
+    assert {p.name for p in files} >= {"dataset_description.json", "participants.tsv", "README"}
 
 
 def test_defaults_complete_and_plan_pure():

@@ -145,3 +145,13 @@ def test_changing_a_method_setting_refits_that_method(study):
     assert {"decode", "reconstruct", "evaluate", "report"} <= jobs
     assert not {"simulate_subject", "glm", "select_voxels"} & jobs
     assert "Params have changed" in plan
+
+
+def test_changing_the_simulated_noise_keeps_the_stimuli(study):
+    # The stimuli (and any network trained on them) depend on the stimulus settings only.
+    changed = {**TINY, "simulate": {**TINY["simulate"], "noise_psc": 0.7}}
+    (study / "noisier.yaml").write_text(yaml.safe_dump(changed))
+    plan = snakemake(study, "--dry-run", config="noisier.yaml")
+    jobs = set(re.findall(r"^(?:local)?rule (\w+):", plan, flags=re.M))
+    assert {"simulate_dataset", "simulate_subject", "glm", "report"} <= jobs
+    assert "simulate_stimuli" not in jobs

@@ -58,7 +58,7 @@ if IMPORTED:
     BIDS = None
     MANIFEST = pd.DataFrame(columns=MANIFEST_COLUMNS)
 elif SIMULATED:
-    from fmrirecon.simulate import DEFAULTS as SIM_DEFAULTS, study_plan
+    from fmrirecon.simulate import DEFAULTS as SIM_DEFAULTS, stimulus_settings, study_plan
 
     SIM = {**SIM_DEFAULTS, **config["simulate"]}
     BIDS = RESULTS / "simulated" / "bids"

@@ -7,13 +7,13 @@ if SIMULATED:
         if r["subject"] == _first
     ]
 
+    # The images depend on a few settings only: a change of the brain, the noise or the
+    # design keeps them, and every network trained on them.
     rule simulate_stimuli:
         output:
             stimuli=directory(BIDS / "stimuli"),
-            description=BIDS / "dataset_description.json",
-            participants=BIDS / "participants.tsv",
         params:
-            sim=SIM,
+            sim=stimulus_settings(SIM),
             bids_dir=BIDS,
         log:
             LOGS / "simulate_stimuli.log",
@@ -24,13 +24,28 @@ if SIMULATED:
         script:
             "../scripts/simulate_stimuli.py"
 
+    # The dataset-level files record every setting (README), so any change rewrites them.
+    rule simulate_dataset:
+        output:
+            description=BIDS / "dataset_description.json",
+            participants=BIDS / "participants.tsv",
+        params:
+            sim=SIM,
+            bids_dir=BIDS,
+        log:
+            LOGS / "simulate_dataset.log",
+        conda:
+            "../../envs/fmri.yaml"
+        script:
+            "../scripts/simulate_dataset.py"
+
     if SIM["n_unpaired"]:
 
         rule simulate_unpaired:
             output:
                 directory(RESULTS / "simulated" / "unpaired"),
             params:
-                sim=SIM,
+                sim={**stimulus_settings(SIM), "n_unpaired": SIM["n_unpaired"]},
             log:
                 LOGS / "simulate_unpaired.log",
             benchmark:
@@ -73,6 +88,8 @@ if SIMULATED:
     rule simulate_subject:
         input:
             stimuli=rules.simulate_stimuli.output.stimuli,
+            # the dataset is whole before any subject's files are read
+            description=rules.simulate_dataset.output.description,
             **(
                 {"brain_features": rules.simulate_brain_network.output.features}
                 if SIM["higher_area"]

@@ -1,4 +1,4 @@
-"""Snakemake script: write the simulated study's stimuli and dataset files."""
+"""Snakemake script: write the simulated study's stimulus images and stimuli.tsv."""
 
 from fmrirecon.logs import log_to
 

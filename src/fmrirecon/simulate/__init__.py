@@ -14,6 +14,7 @@ Typical use (``cfg`` is the config's ``simulate`` section; missing keys take
 
     plan = study_plan(cfg)
     write_stimuli(cfg, bids_dir)
+    write_dataset_files(cfg, bids_dir)
     for subject in plan["subjects"]:
         simulate_subject(cfg, bids_dir, subject, truth_dir / f"sub-{subject}_truth.h5")
 """
@@ -21,10 +22,13 @@ Typical use (``cfg`` is the config's ``simulate`` section; missing keys take
 from .study import (
     DEFAULTS,
     IMAGERY_GAIN,
+    STIMULUS_KEYS,
     bids_run_name,
     read_truth_trials,
     simulate_subject,
+    stimulus_settings,
     study_plan,
+    write_dataset_files,
     write_stimuli,
     write_unpaired,
 )
@@ -32,10 +36,13 @@ from .study import (
 __all__ = [
     "DEFAULTS",
     "IMAGERY_GAIN",
+    "STIMULUS_KEYS",
     "bids_run_name",
     "read_truth_trials",
     "simulate_subject",
+    "stimulus_settings",
     "study_plan",
+    "write_dataset_files",
     "write_stimuli",
     "write_unpaired",
 ]

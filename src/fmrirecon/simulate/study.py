@@ -280,21 +280,35 @@ def write_unpaired(cfg: dict | None, folder: str | Path) -> Path:
     return folder
 
 
+#: The settings the stimulus images depend on (:func:`write_stimuli` reads no other).
+STIMULUS_KEYS = ("seed", "image_size", "channels", "n_train", "n_test", "stimulus_folder",
+                 "disjoint_test_classes", "n_test_classes")
+
+
+def stimulus_settings(cfg: dict | None) -> dict:
+    """The settings of ``cfg`` (defaults filled) that the stimulus images depend on.
+
+    A workflow that keys the stimuli on these alone keeps them, and every network
+    trained on them, when only the brain or the design changes.
+    """
+    c = _config(cfg)
+    return {key: c[key] for key in STIMULUS_KEYS}
+
+
 def write_stimuli(cfg: dict | None, bids_dir: str | Path) -> list[Path]:
-    """Write the stimulus images and the dataset-level BIDS files.
+    """Write the stimulus images and ``stimuli/stimuli.tsv``.
 
     Parameters
     ----------
     cfg : dict
-        The config's ``simulate`` section.
+        The config's ``simulate`` section; only :data:`STIMULUS_KEYS` are read.
     bids_dir : path
         Root of the BIDS dataset (created if needed).
 
     Returns
     -------
     list of Path
-        ``stimuli/*.png``, ``stimuli/stimuli.tsv``, ``dataset_description.json``,
-        ``participants.tsv`` and ``.json``, ``README`` and ``task-<t>_events.json``.
+        ``stimuli/*.png`` and ``stimuli/stimuli.tsv``.
 
     Notes
     -----
@@ -303,7 +317,6 @@ def write_stimuli(cfg: dict | None, bids_dir: str | Path) -> list[Path]:
     the folder's label columns, and their ``family`` is the folder name.
     """
     c = _config(cfg)
-    plan = study_plan(c)
     bids_dir = Path(bids_dir)
     stim_dir = bids_dir / "stimuli"
     stim_dir.mkdir(parents=True, exist_ok=True)
@@ -338,12 +351,35 @@ def write_stimuli(cfg: dict | None, bids_dir: str | Path) -> list[Path]:
         path = stim_dir / name
         stimuli.save_png(path, image)
         written.append(path)
-    assert table["stim_file"].tolist() == plan["stimuli"]
     path = stim_dir / "stimuli.tsv"
     table.to_csv(path, sep="\t", index=False, na_rep="n/a")
     written.append(path)
+    return written
 
+
+def write_dataset_files(cfg: dict | None, bids_dir: str | Path) -> list[Path]:
+    """Write the dataset-level BIDS files of the simulated study.
+
+    Parameters
+    ----------
+    cfg : dict
+        The config's ``simulate`` section.
+    bids_dir : path
+        Root of the BIDS dataset (created if needed).
+
+    Returns
+    -------
+    list of Path
+        ``dataset_description.json``, ``participants.tsv`` and ``.json``,
+        ``task-<t>_events.json`` and ``README`` (which records every setting).
+    """
     from fmrirecon import __version__
+
+    c = _config(cfg)
+    plan = study_plan(c)
+    bids_dir = Path(bids_dir)
+    bids_dir.mkdir(parents=True, exist_ok=True)
+    written = []
 
     written.append(_write_json(bids_dir / "dataset_description.json", {
         "Name": "fmrirecon simulated visual image reconstruction study",
