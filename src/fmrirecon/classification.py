@@ -5,6 +5,15 @@ categories apart at all? Each outer fold leaves one group (run) out; the classif
 penalty and the number of voxels an ANOVA keeps are chosen by an inner
 cross-validation over the remaining runs only, so the held-out run never influences
 any choice.
+
+The inner cross-validation scores each candidate by the classifier's own loss on the
+held-out runs (multi-class hinge loss for the SVM, log loss for logistic regression),
+not by accuracy. Accuracy over a few dozen inner items moves in steps of one item and
+ties often: a single trial flipping (e.g. one volume realigned a twentieth of a voxel
+differently by another CPU's BLAS kernel) then changes the chosen penalty and, through
+it, the outer accuracy by several items. A continuous loss moves by a little instead.
+Exact ties left over are broken by a stated rule (:func:`simplest_best`): the most
+regularised candidate, then the fewest voxels.
 """
 
 from __future__ import annotations
@@ -14,6 +23,7 @@ import pandas as pd
 from scipy.stats import binomtest
 from sklearn.feature_selection import SelectKBest, f_classif
 from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import hinge_loss, log_loss, make_scorer
 from sklearn.model_selection import GridSearchCV, LeaveOneGroupOut
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -21,7 +31,7 @@ from sklearn.svm import LinearSVC
 
 from .betas import Betas
 
-__all__ = ["classify_categories", "DEFAULT_CS"]
+__all__ = ["classify_categories", "simplest_best", "DEFAULT_CS"]
 
 DEFAULT_CS = (1e-3, 1e-2, 1e-1)
 #: Voxel counts kept by the in-fold ANOVA (None: all voxels).
@@ -37,6 +47,47 @@ def _model(classifier: str, seed: int):
         raise ValueError(f"classifier must be 'logistic' or 'svm', got {classifier!r}")
     # scaling and the ANOVA are fit inside each fold: held-out runs inform neither
     return make_pipeline(StandardScaler(), SelectKBest(f_classif, k="all"), clf)
+
+
+def _inner_scorer(classifier: str, classes):
+    # the classifier's own loss, continuous (see the module docstring); labels given so
+    # that an inner fold missing a class is still scored against all of them
+    if classifier == "logistic":
+        return make_scorer(log_loss, greater_is_better=False, response_method="predict_proba",
+                           labels=classes)
+    return make_scorer(hinge_loss, greater_is_better=False, response_method="decision_function",
+                       labels=classes)
+
+
+def simplest_best(cv_results: dict) -> int:
+    """Index of the candidate a nested search keeps (``refit`` of :class:`GridSearchCV`).
+
+    The best mean inner score wins; candidates tied with it (within 1e-12 relative)
+    go to the smallest ``C`` (the strongest penalty), then to the fewest voxels
+    (``"all"`` counts as the most).
+
+    Parameters
+    ----------
+    cv_results : dict
+        ``GridSearchCV.cv_results_``: ``mean_test_score`` and ``params`` with one
+        ``*__C`` and the ``selectkbest__k`` key.
+
+    Returns
+    -------
+    int
+        Index into ``cv_results["params"]``.
+    """
+    scores = np.asarray(cv_results["mean_test_score"], dtype=float)
+    best = np.nanmax(scores)
+    tied = np.flatnonzero(scores >= best - 1e-12 * max(1.0, abs(best)))
+
+    def simplicity(i):
+        params = cv_results["params"][i]
+        C = next(v for key, v in params.items() if key.endswith("__C"))
+        k = params["selectkbest__k"]
+        return (C, np.inf if k == "all" else k)
+
+    return int(min(tied, key=simplicity))
 
 
 def classify_categories(betas: Betas, labels, groups, *, classifier: str = "svm",
@@ -57,7 +108,8 @@ def classify_categories(betas: Betas, labels, groups, *, classifier: str = "svm"
         Standardised voxels, an ANOVA voxel selection (``SelectKBest(f_classif)``),
         then a linear SVM (one-vs-rest) or multinomial logistic regression, L2 penalty.
     Cs : sequence of float
-        Inverse penalties searched by the inner cross-validation.
+        Inverse penalties searched by the inner cross-validation (scored by the
+        classifier's loss; ties to :func:`simplest_best`).
     n_features : sequence of int or None
         Numbers of voxels the ANOVA keeps, searched jointly with ``Cs`` (None: all).
     columns : array of bool or int, optional
@@ -107,7 +159,8 @@ def classify_categories(betas: Betas, labels, groups, *, classifier: str = "svm"
         ks = sorted({"all" if k is None or k >= X.shape[1] else int(k) for k in n_features}, key=str)
         search = GridSearchCV(
             _model(classifier, seed), {f"{step}__C": list(Cs), "selectkbest__k": ks},
-            cv=LeaveOneGroupOut(), scoring="accuracy", n_jobs=1,
+            cv=LeaveOneGroupOut(), scoring=_inner_scorer(classifier, classes), refit=simplest_best,
+            n_jobs=1,
         )
         search.fit(X[train], labels[train], groups=groups[train])
         predicted = search.predict(X[test])
