@@ -137,8 +137,9 @@ def test_method_reconstructs_saves_and_loads(tmp_path, data):
     model.save(path)
     loaded = get_method("dir").load(path)
     np.testing.assert_allclose(loaded.decode(voxels[80:83]), model.decode(voxels[80:83]), rtol=1e-6)
-    # Deterministic from the seed: the reloaded model draws the same images.
-    np.testing.assert_allclose(loaded.reconstruct(voxels[80:83]), recon[:3], atol=1e-5)
+    # Deterministic from the seed: the reloaded model draws the same images from the
+    # same batch (another batch size may sum in another order: float32 rounding only)
+    np.testing.assert_allclose(loaded.reconstruct(voxels[80:]), recon, atol=1e-5)
 
 
 def test_bad_settings_fail_clearly():
