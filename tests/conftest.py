@@ -8,6 +8,29 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
+#: Packages whose versions move our numbers: printed at the top of every test run, so
+#: a CI log says what it tested (compare with constraints.txt).
+KEY_PACKAGES = ("snakemake", "numpy", "scipy", "scikit-learn", "pandas", "nilearn", "nibabel",
+                "pybids", "himalaya", "torch", "torchvision", "scikit-image", "h5py")
+
+
+def pytest_report_header(config):
+    """Resolved versions of the key packages and the BLAS kernel in use."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from threadpoolctl import threadpool_info
+
+    def installed(name):
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "absent"
+
+    blas = [f"{i.get('internal_api')} {i.get('version')} ({i.get('architecture', '?')}, "
+            f"{i.get('num_threads')} threads)" for i in threadpool_info() if i.get("user_api") == "blas"]
+    return ["versions: " + ", ".join(f"{name} {installed(name)}" for name in KEY_PACKAGES),
+            "blas: " + ("; ".join(sorted(set(blas))) or "not loaded yet")]
+
 
 @pytest.fixture(scope="module")
 def one_torch_thread():

@@ -127,3 +127,37 @@ def test_rule_imports_only_what_its_env_has(rule, env, script):
         capture_output=True, text=True, cwd=REPO,
     )
     assert run.returncode == 0, f"rule {rule} ({env.name}): {run.stderr.strip().splitlines()[-1]}"
+
+
+def constraints() -> dict[str, str]:
+    """constraints.txt as normalised package name -> exact version."""
+    pins = {}
+    for line in (REPO / "constraints.txt").read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, version = line.split("==")
+            pins[name.lower().replace("_", "-")] = version
+    return pins
+
+
+@pytest.mark.parametrize("env", sorted((REPO / "envs").glob("*.yaml")), ids=lambda p: p.name)
+def test_env_versions_are_the_tested_ones(env):
+    """Cluster environments install exactly what CI tested (constraints.txt)."""
+    pins = constraints()
+    conda_names = {"matplotlib-base": "matplotlib"}
+    for dep in yaml.safe_load(env.read_text())["dependencies"]:
+        for spec in dep["pip"] if isinstance(dep, dict) else [dep]:
+            name, _, version = re.split(r"(==|=)", spec, maxsplit=1) if "=" in spec else (spec, "", "")
+            if name in ("python", "pip"):
+                continue
+            key = conda_names.get(name, name).lower()
+            assert version == pins[key], f"{env.name}: {spec} but constraints.txt has {pins[key]}"
+
+
+def test_constraints_cover_every_dependency():
+    """Every dependency of pyproject.toml (and its extras) has an exact version."""
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    specs = project["dependencies"] + sum(project["optional-dependencies"].values(), [])
+    names = {re.split(r"[\[<>=!~ ;]", spec, maxsplit=1)[0].lower().replace("_", "-") for spec in specs}
+    assert names - set(constraints()) == set()
