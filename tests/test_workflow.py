@@ -63,6 +63,36 @@ def out(study, subject, name):
     return study / "results" / "derivatives" / "fmrirecon" / f"sub-{subject}" / name
 
 
+def peak_cores(log: str) -> int:
+    """The most cores Snakemake's jobs held at once, from its log (in log order: each
+    job block "rule <name>:" with its "threads:" claims them, "Finished jobid: <n>"
+    gives them back)."""
+    lines = log.splitlines()
+    held, running, peak = {}, 0, 0
+    for i, line in enumerate(lines):
+        if re.fullmatch(r"(local)?rule \w+:", line):
+            fields = {}
+            for follow in lines[i + 1:]:
+                if not follow.startswith("    "):
+                    break
+                key, _, value = follow.strip().partition(": ")
+                fields[key] = value
+            held[int(fields["jobid"])] = int(fields.get("threads", 1))
+            running += held[int(fields["jobid"])]
+            peak = max(peak, running)
+        elif finished := re.match(r"Finished jobid: (\d+)", line):
+            running -= held.pop(int(finished[1]))
+    return peak
+
+
+def test_cores_are_never_oversubscribed(study):
+    """--cores 2 holds: never more than 2 cores' worth of jobs at once (Snakemake 9.10
+    and later broke this, snakemake/snakemake#3913: 5 at once on this study)."""
+    first_run = sorted((study / ".snakemake" / "log").glob("*.snakemake.log"))[0].read_text()
+    assert "Finished jobid" in first_run and "threads: 2" in first_run
+    assert peak_cores(first_run) == 2
+
+
 def test_lint_is_clean():
     done = subprocess.run([sys.executable, "-m", "snakemake", "--lint"], cwd=REPO,
                           capture_output=True, text=True)
