@@ -20,7 +20,10 @@ def tiny_bids(root, subjects=("01", "02"), runs=(1, 2), n_vols=20, tr=2.0):
         func.mkdir(parents=True)
         for r in runs:
             stem = func / f"sub-{s}_task-train_run-{r:02d}"
-            nib.save(nib.Nifti1Image(np.zeros((2, 2, 2, n_vols), np.int16), np.eye(4)), f"{stem}_bold.nii.gz")
+            img = nib.Nifti1Image(np.random.default_rng(r).integers(900, 1100, (2, 2, 2, n_vols)).astype(np.int16),
+                                  np.eye(4))
+            img.header.set_zooms((1.0, 1.0, 1.0, tr))
+            nib.save(img, f"{stem}_bold.nii.gz")
             stem.with_name(stem.name + "_bold.json").write_text(json.dumps({"RepetitionTime": tr, "TaskName": "train"}))
             pd.DataFrame({"onset": [2.0, 10.0], "duration": [3.0, 3.0], "trial_type": "image",
                           "stim_file": "a.png"}).to_csv(f"{stem}_events.tsv", sep="\t", index=False)
@@ -47,7 +50,7 @@ def test_subset_and_round_trip(tmp_path):
 
 @pytest.mark.parametrize("breakage, words", [
     (lambda root, ev: ev.write_text("onset\tduration\n1\t3\n"), ["_events.tsv", "stim_file"]),
-    (lambda root, ev: ev.write_text("onset\tduration\tstim_file\n39\t3\ta.png\n"), ["_events.tsv", "outside the run"]),
+    (lambda root, ev: ev.write_text("onset\tduration\tstim_file\n40\t3\ta.png\n"), ["_events.tsv", "past the end of the run", "TR 2"]),
     (lambda root, ev: ev.write_text("onset\tduration\tstim_file\n1\t3\tb.png\n"), ["_events.tsv", "b.png"]),
     (lambda root, ev: ev.unlink(), ["_events.tsv", "missing"]),
 ])

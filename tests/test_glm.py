@@ -103,7 +103,7 @@ def test_lsa_recovers_amplitudes(dataset, caplog):
 
     trials = betas.trials
     assert list(trials.columns) == ["trial", "task", "run", "onset", "duration", "stim_file",
-                                    "split", "repetition"]
+                                    "split", "repetition", "session", "stim_id"]
     assert list(trials["trial"]) == list(range(2 * N_TRIALS))
     assert list(trials["split"]) == ["train"] * N_TRIALS + ["test"] * N_TRIALS
     assert (trials.loc[trials["split"] == "train", "repetition"] == 1).all()

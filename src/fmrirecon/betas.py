@@ -10,6 +10,9 @@ import numpy as np
 import pandas as pd
 
 TRIAL_COLUMNS = ["trial", "task", "run", "onset", "duration", "stim_file", "split", "repetition"]
+#: Written when the trials come from BIDS events: the session label (run labels repeat
+#: across sessions) and the stimulus id as the events name it.
+SOURCE_COLUMNS = ["session", "stim_id"]
 
 
 @dataclass
@@ -94,6 +97,14 @@ def write_betas(path: str | Path, betas: Betas, trials_path: str | Path) -> None
     betas.trials.to_csv(trials_path, sep="\t", index=False, na_rep="n/a")
 
 
+def _read_trials(path) -> pd.DataFrame:
+    trials = pd.read_csv(path, sep="\t", dtype={"stim_file": str, "task": str, "session": str,
+                                                "stim_id": str})
+    if "session" in trials:
+        trials["session"] = trials["session"].fillna("")
+    return trials
+
+
 def read_betas(path: str | Path, trials_path: str | Path) -> Betas:
     """Read betas written by :func:`write_betas`."""
     with h5py.File(path, "r") as f:
@@ -101,7 +112,7 @@ def read_betas(path: str | Path, trials_path: str | Path) -> Betas:
         attrs = {k: v for k, v in f.attrs.items() if k not in ("affine", "shape")}
         out = Betas(
             betas=f["betas"][()],
-            trials=pd.read_csv(trials_path, sep="\t", dtype={"stim_file": str, "task": str}),
+            trials=_read_trials(trials_path),
             voxel_ijk=f["voxel_ijk"][()],
             affine=f.attrs["affine"],
             shape=tuple(int(s) for s in f.attrs["shape"]),

@@ -17,6 +17,7 @@ in memory at a time.
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import warnings
@@ -29,7 +30,7 @@ from nilearn.glm.first_level import make_first_level_design_matrix, run_glm
 from nilearn.interfaces.fmriprep import load_confounds
 from tqdm import tqdm
 
-from fmrirecon.betas import TRIAL_COLUMNS, Betas
+from fmrirecon.betas import SOURCE_COLUMNS, TRIAL_COLUMNS, Betas
 
 __all__ = ["single_trial_betas", "load_trial_events", "select_runs", "subject_mask", "load_run",
            "trial_table", "lsa_betas", "lss_betas", "CONFOUND_STRATEGIES"]
@@ -300,8 +301,10 @@ def _repetitions(trials: pd.DataFrame) -> np.ndarray:
 def select_runs(runs: list[dict], splits: dict) -> tuple[list[dict], dict]:
     """The runs whose task is in a split, checked, and the task -> split map.
 
-    Raises ValueError for a task in two splits, a run lacking keys or no usable run;
-    runs of tasks in no split are skipped with a logged warning.
+    A run dict with ``splits`` (the workflow's, from :func:`fmrirecon.bids.run_splits`:
+    by task, session or events column) is used when that list is non-empty, whatever
+    its task. Raises ValueError for a task in two splits, a run lacking keys or no
+    usable run; other runs are skipped with a logged warning.
     """
     task_split = {}
     for split, tasks in splits.items():
@@ -315,7 +318,14 @@ def select_runs(runs: list[dict], splits: dict) -> tuple[list[dict], dict]:
         missing = {"bold", "mask", "events", "task", "run", "tr"} - set(run)
         if missing:
             raise ValueError(f"run {run} lacks key(s) {sorted(missing)}")
-        if run["task"] not in task_split:
+        if "splits" in run:
+            if not run["splits"]:
+                logger.warning("%s: in no split; skipped", run["bold"])
+                continue
+            # callers that look the split up by task still find one (the trials carry
+            # their own, see load_run)
+            task_split.setdefault(run["task"], run["splits"][0])
+        elif run["task"] not in task_split:
             logger.warning("%s: task %r is in no split; skipped", run["bold"], run["task"])
             continue
         used.append(run)
@@ -352,7 +362,18 @@ def load_run(run: dict, mask, mask_ref, mask_name, confounds: str):
     if header_tr > 0 and abs(header_tr - tr) > 1e-3:
         logger.warning("%s: header TR %g s differs from given TR %g s; using %g", bold_path, header_tr, tr, tr)
     n_scans = img.shape[3]
-    events = load_trial_events(run["events"], n_scans, tr)
+    if "design" in run:
+        # the workflow's runs: the same reader as the pre-flight check (stimulus column,
+        # non-stimulus rows, per-trial splits, stimuli folder and lookup table)
+        from fmrirecon.bids import read_trials
+
+        events = read_trials(run["events"], run["design"], _resolver(run["stimuli"]),
+                             splits=run.get("splits"), n_volumes=n_scans, tr=tr)
+        # trial_table prefers these to the columns its callers assign per run
+        events = events.rename(columns={"split": "trial_split"}).assign(
+            session=str(run.get("session") or ""))
+    else:
+        events = load_trial_events(run["events"], n_scans, tr)
     conf = _confounds(run, confounds)
     if conf is not None and len(conf) != n_scans:
         raise ValueError(f"{run['confounds']}: {len(conf)} rows but {bold_path} has {n_scans} volumes")
@@ -361,12 +382,38 @@ def load_run(run: dict, mask, mask_ref, mask_name, confounds: str):
     return events, _percent_signal_change(Y, bold_path), conf
 
 
+def _resolver(spec: dict):
+    """One :class:`fmrirecon.bids.StimulusResolver` per stimuli config (it lists the folder)."""
+    from fmrirecon.bids import StimulusResolver
+
+    key = json.dumps(spec, sort_keys=True, default=str)
+    if key not in _RESOLVERS:
+        _RESOLVERS[key] = StimulusResolver(spec)
+        _RESOLVERS[key].problems.raise_if_any()
+    return _RESOLVERS[key]
+
+
+_RESOLVERS: dict = {}
+
+
 def trial_table(tables: list[pd.DataFrame]) -> pd.DataFrame:
-    """Concatenate per-run event tables (with task, run, split) into the trial table."""
+    """Concatenate per-run event tables (with task, run, split) into the trial table.
+
+    A table's own ``trial_split`` (trials split by session or by an events column)
+    replaces the run's ``split``; ``session`` and ``stim_id`` are empty / the stimulus
+    file when the events did not carry them.
+    """
     trials = pd.concat(tables, ignore_index=True)
+    if "trial_split" in trials:
+        trials["split"] = trials["trial_split"].where(trials["trial_split"].notna(), trials["split"])
+    if "session" not in trials:
+        trials["session"] = ""
+    if "stim_id" not in trials:
+        trials["stim_id"] = trials["stim_file"]
+    trials["session"] = trials["session"].fillna("").astype(str)
     trials["trial"] = np.arange(len(trials))
     trials["repetition"] = _repetitions(trials)
-    return trials[TRIAL_COLUMNS]
+    return trials[TRIAL_COLUMNS + SOURCE_COLUMNS]
 
 
 def single_trial_betas(

@@ -54,8 +54,13 @@ def select_voxels(betas_path, trials_path, settings: dict, out_mask) -> None:
 
 
 def run_groups(trials: pd.DataFrame) -> np.ndarray:
-    """``<task>_<run>`` of each trial: the groups cross-validation leaves out whole."""
-    return (trials["task"].astype(str) + "_" + trials["run"].astype(str)).to_numpy()
+    """``[<session>_]<task>_<run>`` of each trial: the groups cross-validation leaves out
+    whole (run labels repeat across sessions)."""
+    groups = trials["task"].astype(str) + "_" + trials["run"].astype(str)
+    if "session" in trials:
+        session = trials["session"].fillna("").astype(str)
+        groups = session.where(session == "", session + "_") + groups
+    return groups.to_numpy()
 
 
 def method_class(name: str, settings: dict) -> type[ReconstructionMethod]:
