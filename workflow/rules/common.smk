@@ -2,6 +2,7 @@
 import os
 import re
 import shlex
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -9,10 +10,12 @@ import pandas as pd
 from snakemake.utils import min_version, validate
 from snakemake_interface_executor_plugins.settings import DeploymentMethod
 
-from fmrirecon.bids import (MANIFEST_COLUMNS, check_manifest, index_bids, manifest_from_plan,
-                            read_manifest, write_manifest)
+from fmrirecon.bids import (BIDSInputError, MANIFEST_COLUMNS, Problems, design_settings,
+                            index_bids, manifest_from_plan, read_manifest, run_splits,
+                            stimuli_spec, write_manifest)
 from fmrirecon.config import check_config
-from fmrirecon.preprocess import derivative_paths
+from fmrirecon.paths import bids_path, run_entities, run_key
+from fmrirecon.preflight import derivative_files, preflight
 from fmrirecon.preprocess.fmriprep import fmriprep_command
 from fmrirecon.methods import implementation
 from fmrirecon.stages import DENOISED_MAPS, method_class
@@ -37,6 +40,8 @@ wildcard_constraints:
     run="[0-9]+",
     method="[a-z0-9]+",
     split="test|imagery",
+    # a run's derivatives path without suffix: sub-01[/ses-02]/func/sub-01[_ses-02]_task-x[_run-01]
+    runpath="sub-[a-zA-Z0-9]+/(ses-[a-zA-Z0-9]+/)?func/sub-[a-zA-Z0-9]+(_[a-z]+-[a-zA-Z0-9]+)*",
 
 
 RESULTS = Path(config["results_dir"])
@@ -46,68 +51,22 @@ LOGS = RESULTS / "logs"
 # Wall time and peak memory of every job (Snakemake benchmark files), summed up in the report.
 BENCHMARKS = RESULTS / "benchmarks"
 # Where the betas come from: a file of ready-made betas (entry point "betas"), the
-# built-in simulation, or a BIDS dataset.
-IMPORTED = config["betas"] is not None
+# Natural Scenes Dataset in its own layout (entry point "nsd"), the built-in simulation,
+# or a BIDS dataset.
+NSD = config["nsd"] is not None
+IMPORTED = config["betas"] is not None or NSD
 SIMULATED = not IMPORTED and config["bids_dir"] is None
+DESIGN = design_settings(config["design"])
+if config["betas"] is not None and NSD:
+    raise ValueError("config: betas and nsd are two entry points; give one")
 
-# ---- the dataset: imported betas, simulated (known from the config) or indexed once from BIDS ----
-if IMPORTED:
-    from fmrirecon.importers import SPEC_DEFAULTS
 
-    IMPORT_SPEC = {**SPEC_DEFAULTS, **config["betas"]}
-    BIDS = None
-    MANIFEST = pd.DataFrame(columns=MANIFEST_COLUMNS)
-elif SIMULATED:
-    from fmrirecon.simulate import DEFAULTS as SIM_DEFAULTS, stimulus_settings, study_plan
+def stop(error):
+    """End the run before any job with the error's message only: one line per problem,
+    naming the file and the fix (a traceback would bury it)."""
+    print(f"\nError: the input cannot be used ({type(error).__name__}):\n{error}\n", file=sys.stderr)
+    sys.exit(1)
 
-    SIM = {**SIM_DEFAULTS, **config["simulate"]}
-    BIDS = RESULTS / "simulated" / "bids"
-    TRUTH = RESULTS / "simulated" / "truth"
-    PLAN = study_plan(SIM)
-    MANIFEST = manifest_from_plan(PLAN, BIDS, SIM["tr"])
-else:
-    BIDS = Path(config["bids_dir"])
-    _manifest_path = RESULTS / "manifest.tsv"
-    if workflow.is_main_process:
-        # The only place the dataset is indexed: jobs (local or on SLURM) read the file.
-        _tasks = sum(config["design"].values(), [])
-        MANIFEST = check_manifest(
-            index_bids(BIDS, subjects=config["subjects"], tasks=_tasks), BIDS / "stimuli"
-        )
-        write_manifest(MANIFEST, _manifest_path)
-    else:
-        MANIFEST = read_manifest(_manifest_path)
-
-if config["subjects"] and not IMPORTED:
-    _unknown = sorted(set(config["subjects"]) - set(MANIFEST["subject"]))
-    if _unknown:
-        raise ValueError(f"config['subjects']: {', '.join(_unknown)} not in {BIDS}")
-    MANIFEST = MANIFEST[MANIFEST["subject"].isin(config["subjects"])]
-
-SPLIT_TASKS = {
-    "train": config["design"]["train_tasks"],
-    "test": config["design"]["test_tasks"],
-    "imagery": config["design"]["imagery_tasks"],
-}
-MANIFEST = MANIFEST[MANIFEST["task"].isin(sum(SPLIT_TASKS.values(), []))]
-SUBJECTS = [IMPORT_SPEC["subject"]] if IMPORTED else sorted(MANIFEST["subject"].unique())
-# The images shown: BIDS's stimuli/ folder, or the imported ones (a pattern in {subject}).
-STIMULI = RESULTS / "imported" / "sub-{subject}" / "stimuli" if IMPORTED else BIDS / "stimuli"
-if not config["methods"] and not config["classify"]["label"]:
-    raise ValueError("config['methods']: no reconstruction method and no classify.label: nothing to do")
-# A classification-only study (no methods) needs no test images.
-for _split in ("train", "test") if config["methods"] else ("train",):
-    if not IMPORTED and not MANIFEST["task"].isin(SPLIT_TASKS[_split]).any():
-        raise ValueError(
-            f"config['design']['{_split}_tasks']: none of {SPLIT_TASKS[_split]} "
-            f"is a task of {BIDS}"
-        )
-EVAL_SPLITS = ["test"] + (["imagery"] if MANIFEST["task"].isin(SPLIT_TASKS["imagery"]).any() else [])
-METHODS = sorted(config["methods"])
-for _name in METHODS:
-    if not re.fullmatch("[a-z0-9]+", _name):
-        raise ValueError(f"config['methods']: name {_name!r} must be lowercase letters and digits")
-    method_class(_name, config["methods"][_name] or {})  # unknown implementation: stop now
 
 # ---- preprocessed data ----
 PREP_METHOD = config["preprocess"]["method"]
@@ -118,21 +77,124 @@ if PREP_METHOD == "precomputed":
 else:
     PREP = RESULTS / "derivatives" / "fmriprep"
 
+# ---- the dataset: imported betas, simulated (known from the config) or indexed once from BIDS ----
+_design_path = RESULTS / "design.tsv"
+if IMPORTED:
+    if NSD:
+        from fmrirecon.nsd import NSD_DEFAULTS
+
+        NSD_SPEC = {**NSD_DEFAULTS, **config["nsd"]}
+    else:
+        from fmrirecon.importers import SPEC_DEFAULTS
+
+        IMPORT_SPEC = {**SPEC_DEFAULTS, **config["betas"]}
+    BIDS = None
+    STIM_SPEC = None
+    MANIFEST = pd.DataFrame(columns=MANIFEST_COLUMNS)
+    TRIALS = None
+elif SIMULATED:
+    from fmrirecon.simulate import DEFAULTS as SIM_DEFAULTS, stimulus_settings, study_plan
+
+    SIM = {**SIM_DEFAULTS, **config["simulate"]}
+    BIDS = RESULTS / "simulated" / "bids"
+    TRUTH = RESULTS / "simulated" / "truth"
+    PLAN = study_plan(SIM)
+    MANIFEST = manifest_from_plan(PLAN, BIDS, SIM["tr"])
+    STIM_SPEC = stimuli_spec(config["stimuli"], BIDS)
+    TRIALS = None  # the events do not exist before the simulation runs
+else:
+    BIDS = Path(config["bids_dir"])
+    STIM_SPEC = stimuli_spec(config["stimuli"], BIDS)
+    _manifest_path = RESULTS / "manifest.tsv"
+    if workflow.is_main_process:
+        # The only place the dataset is indexed and checked: jobs (local or on SLURM)
+        # read the files written here.
+        try:
+            _problems = Problems()
+            if not BIDS.is_dir():
+                raise BIDSInputError(f"{BIDS}: bids_dir not found")
+            _manifest = index_bids(BIDS, subjects=config["subjects"], problems=_problems)
+            _unknown = sorted(set(config["subjects"]) - set(_manifest["subject"]))
+            if _unknown:
+                _problems.add("config['subjects']", f"{', '.join(_unknown)} not in {BIDS}")
+            _checked = preflight(
+                _manifest, bids_dir=BIDS, results_dir=RESULTS, design=DESIGN, stimuli=STIM_SPEC,
+                prep_method=PREP_METHOD, prep_dir=PREP, space=config["preprocess"]["space"],
+                res=config["preprocess"]["res"], needs_test=bool(config["methods"]),
+                n_way=config["evaluation"]["n_way"] if config["methods"] else (),
+                cache_path=RESULTS / ".preflight" / "cache.json", problems=_problems,
+            )
+        except BIDSInputError as _error:
+            stop(_error)
+        for _line in _checked.lines:
+            print(f"pre-flight: {_line}", file=sys.stderr)
+        for _line in _checked.warnings:
+            print(f"pre-flight WARNING: {_line}", file=sys.stderr)
+        MANIFEST = _checked.manifest
+        TRIALS = _checked.trials
+        write_manifest(MANIFEST, _manifest_path)
+        write_manifest(TRIALS, _design_path)
+    else:
+        MANIFEST = read_manifest(_manifest_path)
+        TRIALS = pd.read_csv(_design_path, sep="\t", dtype=str, keep_default_na=False)
+
+if config["subjects"] and not IMPORTED:
+    MANIFEST = MANIFEST[MANIFEST["subject"].isin(config["subjects"])]
+
+SPLIT_TASKS = {
+    "train": config["design"]["train_tasks"],
+    "test": config["design"]["test_tasks"],
+    "imagery": config["design"]["imagery_tasks"],
+}
+if SIMULATED:
+    MANIFEST = MANIFEST[MANIFEST["task"].isin(sum(SPLIT_TASKS.values(), []))]
+if IMPORTED:
+    SUBJECTS = [f"{s:02d}" for s in NSD_SPEC["subjects"]] if NSD else [IMPORT_SPEC["subject"]]
+else:
+    SUBJECTS = sorted(MANIFEST["subject"].unique())
+# The images shown: the stimuli folder (BIDS's stimuli/ or config stimuli.folder), or
+# the imported ones (a pattern in {subject}).
+STIMULI = RESULTS / "imported" / "sub-{subject}" / "stimuli" if IMPORTED else Path(STIM_SPEC["folder"])
+if not config["methods"] and not config["classify"]["label"]:
+    raise ValueError("config['methods']: no reconstruction method and no classify.label: nothing to do")
+# A classification-only study (no methods) needs no test images (the BIDS entry's
+# pre-flight checked its splits per subject).
+for _split in ("train", "test") if config["methods"] and SIMULATED else ():
+    if not MANIFEST["task"].isin(SPLIT_TASKS[_split]).any():
+        raise ValueError(
+            f"config['design']['{_split}_tasks']: none of {SPLIT_TASKS[_split]} "
+            f"is a task of {BIDS}"
+        )
+if IMPORTED:
+    EVAL_SPLITS = ["test"]
+elif SIMULATED:
+    EVAL_SPLITS = ["test"] + (["imagery"] if MANIFEST["task"].isin(SPLIT_TASKS["imagery"]).any() else [])
+else:
+    EVAL_SPLITS = ["test"] + (["imagery"] if (TRIALS["split"] == "imagery").any() else [])
+METHODS = sorted(config["methods"])
+for _name in METHODS:
+    if not re.fullmatch("[a-z0-9]+", _name):
+        raise ValueError(f"config['methods']: name {_name!r} must be lowercase letters and digits")
+    method_class(_name, config["methods"][_name] or {})  # unknown implementation: stop now
+
+# Every run by its derivatives path without suffix (the {runpath} wildcard).
+def run_path(row):
+    """The ``{runpath}`` of one manifest row: its derivatives path without suffix."""
+    return str(derivative_files(Path(""), row)["bold"]).removesuffix("_desc-preproc_bold.nii.gz")
+
+
+RUNS = {run_path(_row): _row for _row in MANIFEST.to_dict("records")}
+
 
 def runs_of(subject):
     """The manifest rows of one subject."""
     return MANIFEST[MANIFEST["subject"] == subject]
 
 
-def run_row(subject, task, run):
-    """The manifest row of one run."""
-    rows = MANIFEST[(MANIFEST["subject"] == subject) & (MANIFEST["task"] == task) & (MANIFEST["run"] == run)]
-    return rows.iloc[0]
-
-
-def preproc_files(subject, task, run):
-    """fMRIPrep-named preprocessed files of one run (bold, mask, confounds)."""
-    return derivative_paths(PREP, subject, task, run, space=config["preprocess"]["space"])
+def preproc_files(row):
+    """fMRIPrep-named preprocessed files of one run (bold, mask, confounds): every
+    entity of the raw run plus preprocess.space and preprocess.res."""
+    return derivative_files(PREP, row, space=config["preprocess"]["space"], res=config["preprocess"]["res"])
 
 
 def glm_inputs(wildcards):
@@ -141,8 +203,7 @@ def glm_inputs(wildcards):
     if PREP_METHOD == "fmriprep":
         files["preproc"] = PREP / f"sub-{wildcards.subject}"
     else:
-        rows = runs_of(wildcards.subject).itertuples()
-        paths = [preproc_files(r.subject, r.task, r.run) for r in rows]
+        paths = [preproc_files(r) for r in runs_of(wildcards.subject).to_dict("records")]
         files["bold"] = [p["bold"] for p in paths]
         files["mask"] = [p["mask"] for p in paths]
         files["confounds"] = [p["confounds"] for p in paths]
@@ -150,14 +211,35 @@ def glm_inputs(wildcards):
 
 
 def glm_runs(subject):
-    """Run descriptions handed to the GLM (see fmrirecon.glm.single_trial_betas)."""
+    """Run descriptions handed to the GLM (see fmrirecon.glm.single_trial_betas): files,
+    labels, TR, the run's splits and the design and stimuli settings its events are
+    read with (fmrirecon.bids.read_trials)."""
     runs = []
-    for r in runs_of(subject).itertuples():
-        paths = preproc_files(r.subject, r.task, r.run)
+    for r in runs_of(subject).to_dict("records"):
+        paths = preproc_files(r)
         runs.append(dict(bold=str(paths["bold"]), mask=str(paths["mask"]),
-                         confounds=str(paths["confounds"]), events=r.events,
-                         task=r.task, run=r.run, tr=float(r.tr)))
+                         confounds=str(paths["confounds"]), events=r["events"],
+                         task=r["task"], run=int(r["run"]) if r["run"] else 1,
+                         session=r["session"], tr=float(r["tr"]),
+                         splits=run_splits(r, DESIGN), design=DESIGN, stimuli=STIM_SPEC))
     return runs
+
+
+def stimulus_files(wildcards):
+    """The image files one subject's trials show: inputs of the rules that read them, so
+    that editing one image reruns what used it, and adding an unrelated file nothing."""
+    if IMPORTED:
+        return expand(STIMULI, subject=wildcards.subject)
+    if SIMULATED:
+        return STIMULI  # written by the rule simulate_stimuli
+    mine = TRIALS[TRIALS["subject"] == wildcards.subject]
+    table = [str(STIMULI / "stimuli.tsv")] if (STIMULI / "stimuli.tsv").is_file() else []
+    return sorted(str(STIMULI / f) for f in set(mine["stim_file"])) + table
+
+
+def stimuli_folder(wildcards):
+    """The stimuli folder of one subject (the imported ones are per subject)."""
+    return str(STIMULI).format(subject=wildcards.subject) if IMPORTED else str(STIMULI)
 
 
 def betas_files(subject):

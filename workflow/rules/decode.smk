@@ -6,11 +6,13 @@ rule decode:
         unpack(method_files),
         **betas_files("{subject}"),
         voxels=rules.select_voxels.output[0],
-        stimuli=STIMULI,
+        # the images this subject saw (not the folder: its mtime changes with any new file)
+        stimulus_files=stimulus_files,
     output:
         model=OUT / "sub-{subject}" / "recon" / "sub-{subject}_desc-{method}_model.pkl",
         history=OUT / "sub-{subject}" / "recon" / "sub-{subject}_desc-{method}_curves.tsv",
     params:
+        stimuli=stimuli_folder,
         settings=method_parameters,
         images=config["images"],
         seed=config["seed"],

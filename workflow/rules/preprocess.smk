@@ -7,7 +7,7 @@ if PREP_METHOD == "light":
         input:
             bold=lambda wc: runs_of(wc.subject)["bold"].iloc[0],
         output:
-            PREP / "sub-{subject}" / "func" / "sub-{subject}_desc-light_boldref.nii.gz",
+            bids_path(PREP, "func", "boldref", ".nii.gz", subject="{subject}", desc="light"),
         log:
             LOGS / "bold_reference" / "sub-{subject}.log",
         benchmark:
@@ -17,18 +17,21 @@ if PREP_METHOD == "light":
         script:
             "../scripts/bold_reference.py"
 
+    # One job per run, named by every entity of the raw run ({runpath}:
+    # sub-01[/ses-02]/func/sub-01[_ses-02]_task-x[_acq-y][_run-01]), so runs whose labels
+    # repeat across sessions never share a file.
     rule preprocess_light:
         input:
-            bold=lambda wc: run_row(wc.subject, wc.task, wc.run).bold,
-            reference=rules.bold_reference.output[0],
+            bold=lambda wc: RUNS[wc.runpath]["bold"],
+            reference=lambda wc: rules.bold_reference.output[0].format(subject=RUNS[wc.runpath]["subject"]),
         output:
-            bold=PREP / "sub-{subject}" / "func" / "sub-{subject}_task-{task}_run-{run}_desc-preproc_bold.nii.gz",
-            mask=PREP / "sub-{subject}" / "func" / "sub-{subject}_task-{task}_run-{run}_desc-brain_mask.nii.gz",
-            confounds=PREP / "sub-{subject}" / "func" / "sub-{subject}_task-{task}_run-{run}_desc-confounds_timeseries.tsv",
+            bold=PREP / "{runpath}_desc-preproc_bold.nii.gz",
+            mask=PREP / "{runpath}_desc-brain_mask.nii.gz",
+            confounds=PREP / "{runpath}_desc-confounds_timeseries.tsv",
         log:
-            LOGS / "preprocess_light" / "sub-{subject}_task-{task}_run-{run}.log",
+            LOGS / "preprocess_light" / "{runpath}.log",
         benchmark:
-            BENCHMARKS / "preprocess_light" / "sub-{subject}_task-{task}_run-{run}.tsv",
+            BENCHMARKS / "preprocess_light" / "{runpath}.tsv",
         conda:
             "../../envs/fmri.yaml"
         script:

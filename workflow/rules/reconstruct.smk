@@ -7,7 +7,8 @@ rule reconstruct:
         **betas_files("{subject}"),
         model=rules.decode.output.model,
         voxels=rules.select_voxels.output[0],
-        stimuli=STIMULI,
+        # the images this subject saw (not the folder: its mtime changes with any new file)
+        stimulus_files=stimulus_files,
     output:
         recon=OUT / "sub-{subject}" / "recon" / "sub-{subject}_desc-{method}{split}_recon.npz",
         grid=report(
@@ -19,6 +20,7 @@ rule reconstruct:
         ),
         extra=OUT / "sub-{subject}" / "recon" / "sub-{subject}_desc-{method}{split}_extra.json",
     params:
+        stimuli=stimuli_folder,
         images=config["images"],
         evaluation=config["evaluation"],
         seed=config["seed"],

@@ -7,6 +7,6 @@ log_to(snakemake.log[0])
 from fmrirecon.stages import reconstruct
 
 reconstruct(snakemake.input.model, snakemake.input.betas, snakemake.input.trials,
-            snakemake.input.voxels, snakemake.input.stimuli, snakemake.wildcards.split,
+            snakemake.input.voxels, snakemake.params.stimuli, snakemake.wildcards.split,
             snakemake.params.images, snakemake.params.evaluation, snakemake.params.seed,
             snakemake.output.recon, snakemake.output.grid, snakemake.output.extra)
