@@ -18,22 +18,35 @@ from PIL import Image
 
 from conftest import REPO
 
-SHAPE = (10, 10, 4)  # thinner than 5 slices: light's mask has no opening
+SHAPE = (12, 12, 8)
 TR = 2.0
 N_VOLS = 64
 BASELINE = 1000.0
 
 
 def brain_mask():
+    # a brain with edges on every axis, as real data have: light preprocessing's
+    # realignment (phase correlation) needs them
     mask = np.zeros(SHAPE, dtype=bool)
-    mask[2:8, 2:8, :] = True
+    mask[2:10, 2:10, 1:7] = True
     return mask
 
 
 def signal_voxels():
     signal = np.zeros(SHAPE, dtype=bool)
-    signal[2:5, 2:8, :] = True
+    signal[2:6, 2:10, 1:7] = True
     return signal
+
+
+def signal_columns(voxel_ijk):
+    """Which betas columns are signal voxels, and each one's index in a planted pattern
+    (patterns run over ``signal_voxels()`` in C order)."""
+    signal = signal_voxels()
+    position = -np.ones(SHAPE, dtype=int)
+    position[signal] = np.arange(signal.sum())
+    i, j, k = np.asarray(voxel_ijk).T
+    columns = signal[i, j, k]
+    return columns, position[i, j, k][columns]
 
 
 def write_image(path: Path, seed: int, size: int = 16) -> None:
@@ -147,3 +160,120 @@ def run_snakemake(workdir: Path, config: dict, *targets, check=True, extra=()):
     if check:
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done
+
+
+# ---------------------------------------------------------------- ds001506 conventions
+
+DS001506_SESSIONS = {  # session label -> (task, runs, split in the config below)
+    "perceptionNaturalImageTraining01": ("perception", 2, "train"),
+    "perceptionNaturalImageTraining02": ("perception", 2, "train"),
+    "perceptionNaturalImageTest01": ("perception", 2, "test"),
+    "perceptionLetterImage01": ("perception", 1, None),
+    "imagery01": ("imagery", 1, "imagery"),
+}
+#: The config a user writes for it (README, "Your own data").
+DS001506_DESIGN = {
+    "split_by": "session",
+    "train_sessions": ["perceptionNaturalImageTraining*"],
+    "test_sessions": ["perceptionNaturalImageTest*"],
+    "imagery_sessions": ["imagery*"],
+    # rest before/after the run, and the one-back repetitions of the perception runs
+    "exclude": {"event_type": [-1, -2]},
+    "exclude_split": {"train": {"event_type": [2]}, "test": {"event_type": [2]},
+                      "imagery": {"event_type": [1, 3]}},
+}
+
+
+def _imagenet_name(rng):
+    return f"n{rng.integers(1_000_000, 9_999_999):08d}_{rng.integers(1, 30_000)}"
+
+
+def ds001506_like(root: Path, images: Path, seed: int = 0, n_per_run: int = 10):
+    """A dataset laid out as OpenNeuro ds001506 (Shen et al. 2019), tiny and random.
+
+    Sessions ``ses-perceptionNaturalImageTraining01..``, ``ses-perceptionNaturalImageTest01``,
+    ``ses-perceptionLetterImage01`` (in no split of the config) and ``ses-imagery01``;
+    the T1w in ``ses-anatomy``. Perception events: ``onset duration trial_no event_type
+    stimulus_id stimulus_name`` with pre- and post-rest rows (event_type -1 / -2, no
+    stimulus) and one one-back repetition per run (event_type 2, the previous image
+    again); imagery events: cue (1), imagery (2) and rating (3) rows. The images are
+    ImageNet-style JPEGs named ``<stimulus_name>.JPEG`` in ``images`` (outside the
+    dataset). Each trial's response is a fixed linear map of its image (weaker for
+    imagery).
+
+    Returns
+    -------
+    DataFrame
+        Every stimulus trial kept by :data:`DS001506_DESIGN`: session, run, onset,
+        stim_file, and ``pattern`` (the planted response of each signal voxel).
+    """
+    rng = np.random.default_rng(seed)
+    dataset_description(root, "Deep Image Reconstruction")
+    (root / "participants.tsv").write_text("participant_id\nsub-01\n")
+    (root / "README").write_text("ds001506-like test fixture\n")
+    anat = root / "sub-01" / "ses-anatomy" / "anat"
+    anat.mkdir(parents=True)
+    nib.save(nib.Nifti1Image(rng.normal(100, 10, (12, 12, 12)).astype(np.float32), np.eye(4)),
+             anat / "sub-01_ses-anatomy_T1w.nii.gz")
+    signal = signal_voxels()
+    n_signal = int(signal.sum())
+    weights = rng.normal(0, 1, (16, n_signal))
+
+    def features(name):
+        img = np.asarray(Image.open(images / f"{name}.JPEG").convert("L"), dtype=float) / 255
+        return img.reshape(4, 4, 4, 4).mean(axis=(1, 3)).ravel() - 0.5
+
+    def new_image():
+        name = _imagenet_name(rng)
+        images.mkdir(parents=True, exist_ok=True)
+        smooth = np.kron(rng.integers(0, 256, (4, 4)), np.ones((4, 4))).astype(np.uint8)
+        Image.fromarray(smooth).save(images / f"{name}.JPEG", quality=95)
+        return name, f"{rng.integers(1_000_000, 9_999_999)}.{rng.integers(1, 999_999):06d}"
+
+    test_images = [new_image() for _ in range(n_per_run)]
+    truth = []
+    frame_times = np.arange(N_VOLS) * TR
+    for session, (task, n_runs, split) in DS001506_SESSIONS.items():
+        func = root / "sub-01" / f"ses-{session}" / "func"
+        for run in range(1, n_runs + 1):
+            rows = [dict(onset=0.0, duration=6.0, trial_no=0, event_type=-1,
+                         stimulus_id="n/a", stimulus_name="n/a")]
+            shown = []  # (onset, duration, name, scale) of what drives the BOLD
+            t = 6.0
+            if task == "perception":
+                run_images = test_images if split == "test" else [new_image() for _ in range(n_per_run)]
+                order = list(run_images) + [run_images[3]]  # one repetition, right after its image
+                order.insert(4, order.pop())
+                for i, (name, sid) in enumerate(order):
+                    repeat = i == 4
+                    rows.append(dict(onset=t, duration=4.0, trial_no=i + 1, event_type=2 if repeat else 1,
+                                     stimulus_id=sid, stimulus_name=name))
+                    shown.append((t, 4.0, name, 1.0, repeat))
+                    t += 10.0
+            else:
+                for i, (name, sid) in enumerate(test_images[:4]):
+                    rows += [dict(onset=t, duration=2.0, trial_no=i + 1, event_type=1, stimulus_id=sid,
+                                  stimulus_name=name),
+                             dict(onset=t + 2, duration=6.0, trial_no=i + 1, event_type=2, stimulus_id=sid,
+                                  stimulus_name=name),
+                             dict(onset=t + 8, duration=2.0, trial_no=i + 1, event_type=3,
+                                  stimulus_id="n/a", stimulus_name="n/a")]
+                    shown.append((t + 2, 6.0, name, 0.5, False))
+                    t += 24.0
+            rows.append(dict(onset=t, duration=6.0, trial_no=0, event_type=-2, stimulus_id="n/a",
+                             stimulus_name="n/a"))
+            data = np.where(brain_mask()[..., None], BASELINE, 100.0) + rng.normal(0, 1.0, (*SHAPE, N_VOLS))
+            for onset, duration, name, scale, repeat in shown:
+                reg, _ = compute_regressor(np.array([[onset], [duration], [1.0]]), "glover", frame_times)
+                pattern = scale * features(name) @ weights
+                data[signal] += BASELINE / 100.0 * pattern[:, None] * reg[:, 0][None]
+                if split is not None and not repeat:
+                    truth.append(dict(session=session, run=run, onset=onset, stim_file=f"{name}.JPEG",
+                                      pattern=pattern))
+            stem = func / f"sub-01_ses-{session}_task-{task}_run-{run:02d}"
+            save_bold(Path(f"{stem}_bold.nii.gz"), data.astype(np.float32))
+            pd.DataFrame(rows).to_csv(f"{stem}_events.tsv", sep="\t", index=False)
+    # the sidecar at the top, as ds001506 has it (inheritance principle)
+    for task in ("perception", "imagery"):
+        (root / f"task-{task}_bold.json").write_text(json.dumps({"RepetitionTime": TR, "TaskName": task}))
+    return pd.DataFrame(truth)

@@ -45,6 +45,7 @@ DESIGN_DEFAULTS = {
     "split_values": {"train": ["train"], "test": ["test"], "imagery": ["imagery"]},
     "tasks": [],
     "exclude": {},
+    "exclude_split": {},
     "allow_test_in_train": False,
 }
 STIMULI_DEFAULTS = {"column": "stim_file", "folder": None, "table": None,
@@ -321,11 +322,11 @@ class StimulusResolver:
             self.problems.add(path, f"no column(s) {missing} (config stimuli.table_id / "
                               f"stimuli.table_file); it has {list(table.columns)}")
             return {}
-        repeated = table[id_col][table[id_col].duplicated()].unique()
+        repeated = table[id_col][table[id_col].map(_id_key).duplicated()].unique()
         if len(repeated):
             self.problems.add(path, f"stimulus id(s) {list(repeated[:5])} appear twice; "
                               "give each id one row")
-        return dict(zip(table[id_col], table[file_col]))
+        return {_id_key(k): v for k, v in zip(table[id_col], table[file_col])}
 
     def inside(self, relative: str) -> str | None:
         """``relative`` normalised, or None when it leads out of the folder."""
@@ -340,10 +341,10 @@ class StimulusResolver:
         if self.folder is None:
             return None, "no stimuli folder configured (config stimuli.folder)"
         if self.lookup is not None:
-            if stim_id not in self.lookup:
+            if _id_key(stim_id) not in self.lookup:
                 return None, (f"stimulus id {stim_id!r} has no row in {self.spec['table']} "
                               "(config stimuli.table)")
-            target = self.lookup[stim_id]
+            target = self.lookup[_id_key(stim_id)]
         else:
             target = stim_id
         relative = self.inside(target)
@@ -433,17 +434,7 @@ def read_trials(path: str | Path, design: dict, resolver: StimulusResolver,
     events.columns = [str(c) for c in events.columns]
     events["_row"] = np.arange(len(events)) + 2  # line number in the file (header is 1)
 
-    keep = np.ones(len(events), dtype=bool)
-    for col, values in (design["exclude"] or {}).items():
-        if col not in events:
-            collect.add(path, f"no column {col!r} for config design.exclude; it has {list(events.columns[:-1])}")
-            continue
-        drop = events[col].isin([str(v) for v in values])
-        # numbers written 1 or 1.0 are one value
-        numeric = _numeric(events[col])
-        wanted = [float(v) for v in values if _is_number(v)]
-        drop |= numeric.isin(wanted) & numeric.notna()
-        keep &= ~drop.to_numpy()
+    keep = ~_excluded(events, design["exclude"] or {}, path, "design.exclude", collect)
     n_excluded = int((~keep).sum())
     stim = events[column].str.strip()
     no_stim = stim.isin(["", "n/a", "nan", "NaN"]).to_numpy() & keep
@@ -459,6 +450,11 @@ def read_trials(path: str | Path, design: dict, resolver: StimulusResolver,
     else:
         n_no_split = 0
         trials["split"] = splits[0] if splits else None
+    for split, rules in (design["exclude_split"] or {}).items():
+        drop = (trials["split"] == split).to_numpy() & _excluded(
+            trials, rules, path, f"design.exclude_split.{split}", collect)
+        n_excluded += int(drop.sum())
+        trials = trials[~drop]
     if counts is not None:
         counts["excluded"] = counts.get("excluded", 0) + n_excluded
         counts["no_stimulus"] = counts.get("no_stimulus", 0) + int(no_stim.sum())
@@ -515,6 +511,29 @@ def read_trials(path: str | Path, design: dict, resolver: StimulusResolver,
         "split": trials["split"].to_numpy(object),
     })
     return out.sort_values("onset", kind="stable").reset_index(drop=True)
+
+
+def _excluded(events: pd.DataFrame, rules: dict, path, key: str, collect: Problems) -> np.ndarray:
+    """Rows whose value in a column is one of the rule's values (``1`` and ``1.0`` are
+    one value)."""
+    drop = np.zeros(len(events), dtype=bool)
+    for col, values in rules.items():
+        if col not in events:
+            collect.add(path, f"no column {col!r} for config {key}; it has "
+                        f"{[c for c in events.columns if c != '_row']}")
+            continue
+        hit = events[col].str.strip().isin([str(v) for v in values])
+        numeric = _numeric(events[col])
+        wanted = [float(v) for v in values if _is_number(v)]
+        hit |= numeric.isin(wanted) & numeric.notna()
+        drop |= hit.to_numpy()
+    return drop
+
+
+def _id_key(value) -> str:
+    """A stimulus id as a lookup key: numbers written 1518009.008 or 1518009.0080 are one id."""
+    value = str(value).strip()
+    return repr(float(value)) if _is_number(value) else value
 
 
 def _is_number(value) -> bool:
