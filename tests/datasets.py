@@ -1,6 +1,6 @@
 """Small datasets in the layouts users bring, written by the tests (random content,
 real file names): multi-session BIDS with planted responses, fMRIPrep derivatives with
-sessions, the ds001506 conventions."""
+sessions, the ds001506 conventions, the NSD layout."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import h5py
 import nibabel as nib
 import numpy as np
 import pandas as pd
@@ -277,3 +278,87 @@ def ds001506_like(root: Path, images: Path, seed: int = 0, n_per_run: int = 10):
     for task in ("perception", "imagery"):
         (root / f"task-{task}_bold.json").write_text(json.dumps({"RepetitionTime": TR, "TaskName": task}))
     return pd.DataFrame(truth)
+
+
+# ---------------------------------------------------------------- NSD layout
+
+NSD_VOLUME = (14, 12, 10)  # (X, Y, Z) of the fixture's func grid
+
+
+def nsd_like(root: Path, subjects=(1, 2), n_sessions: int = 2, n_shared: int = 100,
+             n_own: int = 400, image_side: int = 32, volume=NSD_VOLUME, seed: int = 0) -> dict:
+    """A tiny NSD in its exact layout: real file and dataset names, axis orders and dtypes
+    (int16 betas x 300 of shape (750, Z, Y, X), uint8 ``imgBrick`` (n, H, W, 3), the
+    expdesign's ``masterordering`` (1 x 30000), ``subjectim`` (8 x 10000), ``sharedix``),
+    small volumes, few images, random content.
+
+    Each subject sees ``n_shared`` shared images (the test set) and ``n_own`` others,
+    three times each over its sessions. Responses are a fixed linear map of the image,
+    plus noise, with a per-session, per-voxel offset and scale (what the per-session
+    z-score removes). The ROI (``nsdgeneral.nii.gz``: -1 outside the brain, 0, 1) keeps
+    about a third of the volume.
+
+    Returns
+    -------
+    dict
+        ``raw`` (subject -> int16 array (sessions*750, Z, Y, X)), ``roi`` (subject ->
+        (X, Y, Z) int array), ``design`` (the expdesign arrays).
+    """
+    from scipy.io import savemat
+
+    rng = np.random.default_rng(seed)
+    n_trials = n_sessions * 750
+    per_subject = n_shared + n_own
+    assert 3 * per_subject == n_trials, "each image three times"
+    n_images = n_shared + n_own * len(subjects)
+    images = rng.integers(0, 256, (n_images, image_side, image_side, 3), dtype=np.uint8)
+    stim = root / "nsddata_stimuli" / "stimuli" / "nsd"
+    stim.mkdir(parents=True)
+    with h5py.File(stim / "nsd_stimuli.hdf5", "w") as f:
+        f.create_dataset("imgBrick", data=images, chunks=(1, image_side, image_side, 3))
+    ids = rng.permutation(n_images) + 1  # 73k-style ids, 1-based
+    shared = ids[:n_shared]
+    subjectim = rng.integers(1, n_images + 1, (8, 10000))
+    for s in subjects:
+        own = ids[n_shared + (s - 1) * n_own:n_shared + s * n_own]
+        subjectim[s - 1, :per_subject] = np.concatenate([shared, own])
+    masterordering = rng.integers(1, 10001, 30000)
+    masterordering[:n_trials] = rng.permutation(np.repeat(np.arange(1, per_subject + 1), 3))
+    exp = root / "nsddata" / "experiments" / "nsd"
+    exp.mkdir(parents=True)
+    savemat(exp / "nsd_expdesign.mat", {"masterordering": masterordering[None].astype(np.float64),
+                                        "subjectim": subjectim.astype(np.float64),
+                                        "sharedix": np.sort(shared)[None].astype(np.float64)})
+    out = {"raw": {}, "roi": {}, "design": {"masterordering": masterordering, "subjectim": subjectim,
+                                            "sharedix": np.sort(shared)}}
+    X, Y, Z = volume
+    features = images.reshape(n_images, 4, image_side // 4, 4, image_side // 4, 3).mean(axis=(2, 4, 5))
+    features = (features.reshape(n_images, 16) - 128) / 64
+    for s in subjects:
+        roi = -np.ones(volume, dtype=np.int16)
+        roi[1:-1, 1:-1, 1:-1] = 0
+        roi[2:X // 2 + 2, 2:-2, 2:Z // 2 + 2] = 1
+        affine = np.diag([1.8, 1.8, 1.8, 1.0])
+        ppdata = root / "nsddata" / "ppdata" / f"subj{s:02d}" / "func1pt8mm" / "roi"
+        ppdata.mkdir(parents=True)
+        nib.save(nib.Nifti1Image(roi, affine), ppdata / "nsdgeneral.nii.gz")
+        weights = rng.normal(0, 1, (16, X * Y * Z))
+        order = subjectim[s - 1, masterordering[:n_trials] - 1]
+        clean = features[order - 1] @ weights  # (trials, voxels in C order over (X, Y, Z))
+        noisy = clean + rng.normal(0, 1.0, clean.shape)
+        folder = root / "nsddata_betas" / "ppdata" / f"subj{s:02d}" / "func1pt8mm" / "betas_fithrf_GLMdenoise_RR"
+        folder.mkdir(parents=True)
+        raw = []
+        for session in range(n_sessions):
+            rows = slice(session * 750, (session + 1) * 750)
+            offset, scale = rng.normal(2, 1, X * Y * Z), rng.uniform(0.5, 2, X * Y * Z)
+            psc = noisy[rows] * scale + offset
+            vol = psc.reshape(750, X, Y, Z).transpose(0, 3, 2, 1)  # h5py sees (750, Z, Y, X)
+            data = np.clip(np.round(vol * 300), -32768, 32767).astype(np.int16)
+            data[:, :, :, 0] = 0  # invalid voxels: 0 in every trial
+            with h5py.File(folder / f"betas_session{session + 1:02d}.hdf5", "w") as f:
+                f.create_dataset("betas", data=data, chunks=(750, 1, Y, X))
+            raw.append(data)
+        out["raw"][s] = np.concatenate(raw)
+        out["roi"][s] = roi
+    return out

@@ -1,5 +1,30 @@
 # Single-trial betas per subject (GLM, or imported), reliability and voxel selection.
-if IMPORTED:
+if NSD:
+    from fmrirecon.nsd import nsd_files
+
+    # NSD's own layout, one subject at a time, streamed session by session.
+    rule import_nsd:
+        input:
+            unpack(lambda wc: {k: v for k, v in nsd_files(NSD_SPEC, int(wc.subject)).items()
+                               if k != "betas_folder"}),
+        output:
+            **betas_files("{subject}"),
+            stimuli=directory(STIMULI),
+        params:
+            spec=NSD_SPEC,
+        resources:
+            # one session's ROI box plus the subject's matrix (docs/formats.md, NSD costs)
+            mem_mb=lambda wc, input: 4000 + 80 * len(input.sessions),
+        log:
+            LOGS / "import_nsd" / "sub-{subject}.log",
+        benchmark:
+            BENCHMARKS / "import_nsd" / "sub-{subject}.tsv",
+        conda:
+            "../../envs/fmri.yaml"
+        script:
+            "../scripts/import_nsd.py"
+
+elif IMPORTED:
 
     rule import_betas:
         input:
