@@ -1,9 +1,16 @@
 # fmrirecon: BIDS raw data -> preprocessing -> single-trial betas -> decoders ->
 # reconstructions -> evaluation -> one report. See README.md and docs/formats.md.
 
+import sys
+from pathlib import Path
+
 # The built-in default, unless a config is named on the command line (--configfile):
 # then that file alone, over the schema's defaults, is the whole configuration.
 if not workflow.config_settings.configfiles:
+    if not Path("config.yaml").is_file():
+        sys.exit(f"Error: no config: {Path.cwd() / 'config.yaml'} not found; run from the repository "
+                 "(the built-in demo) or name your study's config with --configfile my_study.yaml "
+                 "(README, 'Your own data')")
 
     configfile: "config.yaml"
 

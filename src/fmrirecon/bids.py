@@ -115,6 +115,20 @@ def index_bids(bids_dir: str | Path, subjects: Iterable[str] = (), tasks: Iterab
         json.loads(description.read_text())
     except ValueError as err:
         raise BIDSInputError(f"{description}: not valid JSON ({err}); fix the file") from err
+    # pybids reads every sidecar while indexing and stops at the first broken one:
+    # name them all first
+    broken = Problems()
+    for sidecar in sorted(bids_dir.rglob("*.json")):
+        rel = sidecar.relative_to(bids_dir).parts
+        if rel[0] in ("derivatives", "sourcedata", "code", "stimuli") or any(p.startswith(".") for p in rel):
+            continue
+        try:
+            json.loads(sidecar.read_text())
+        except (ValueError, UnicodeDecodeError) as err:
+            broken.add(sidecar, f"not valid JSON ({err}); fix the sidecar")
+    if broken:
+        collect.extend(broken)
+        collect.raise_if_any()
     # derivatives and the workflow's own outputs are never raw data
     ignore = [re.compile(r"^/(code|models|sourcedata|stimuli|derivatives)"), re.compile(r"/\.")]
     layout = BIDSLayout(bids_dir, database_path=database_path,

@@ -34,7 +34,8 @@ import pandas as pd
 from .bids import (Problems, StimulusResolver, design_settings, read_trials, run_splits)
 from .paths import bids_path, run_entities, run_key
 
-__all__ = ["Preflight", "preflight", "check_runs", "nifti_summary", "derivative_files"]
+__all__ = ["Preflight", "preflight", "check_bids_study", "check_runs", "nifti_summary",
+           "derivative_files"]
 
 log = logging.getLogger(__name__)
 _CACHE_VERSION = 1
@@ -261,6 +262,7 @@ def preflight(manifest: pd.DataFrame, *, bids_dir, results_dir, design: dict, st
         problems.add(results_dir, f"results_dir is inside bids_dir {bids_dir}: outputs would be "
                      "written into the raw dataset (and indexed as raw data next time); "
                      "choose a results_dir outside it")
+        cache_path = None  # nothing, not even the cache, goes into the dataset
     design = design_settings(design)
     if stimuli.get("folder") and not Path(stimuli["folder"]).is_dir():
         problems.add(stimuli["folder"], "stimuli folder not found; set config stimuli.folder "
@@ -403,3 +405,36 @@ def _check_images(trials, stimuli, cache, problems):
         summary = cache.get(folder / file, image_summary)
         if summary["error"]:
             problems.add(folder / file, f"cannot read the image ({summary['error']}); replace the file")
+
+
+def check_bids_study(config: dict) -> Preflight:
+    """Index and check the BIDS study of a validated config (defaults filled): what the
+    workflow runs in its main process before any job.
+
+    Raises
+    ------
+    BIDSInputError
+        Every problem of the dataset and of the config against it, one per line.
+    """
+    from .bids import BIDSInputError, design_settings, index_bids, stimuli_spec
+
+    problems = Problems()
+    bids_dir = Path(config["bids_dir"])
+    if not bids_dir.is_dir():
+        raise BIDSInputError(f"{bids_dir}: bids_dir not found")
+    manifest = index_bids(bids_dir, subjects=config["subjects"], problems=problems)
+    unknown = sorted(set(config["subjects"]) - set(manifest["subject"]))
+    if unknown:
+        problems.add("config['subjects']", f"{', '.join(unknown)} not in {bids_dir}")
+    prep = config["preprocess"]
+    results = Path(config["results_dir"])
+    prep_dir = Path(prep["derivatives_dir"]) if prep["method"] == "precomputed" else (
+        results / "derivatives" / "fmriprep")
+    return preflight(
+        manifest, bids_dir=bids_dir, results_dir=results, design=design_settings(config["design"]),
+        stimuli=stimuli_spec(config["stimuli"], bids_dir), prep_method=prep["method"],
+        prep_dir=prep_dir, space=prep["space"], res=prep["res"],
+        needs_test=bool(config["methods"]),
+        n_way=config["evaluation"]["n_way"] if config["methods"] else (),
+        cache_path=results / ".preflight" / "cache.json", problems=problems,
+    )

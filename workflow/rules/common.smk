@@ -10,12 +10,11 @@ import pandas as pd
 from snakemake.utils import min_version, validate
 from snakemake_interface_executor_plugins.settings import DeploymentMethod
 
-from fmrirecon.bids import (BIDSInputError, MANIFEST_COLUMNS, Problems, design_settings,
-                            index_bids, manifest_from_plan, read_manifest, run_splits,
-                            stimuli_spec, write_manifest)
-from fmrirecon.config import check_config
+from fmrirecon.bids import (BIDSInputError, MANIFEST_COLUMNS, design_settings, manifest_from_plan,
+                            read_manifest, run_splits, stimuli_spec, write_manifest)
+from fmrirecon.config import ConfigError, check_config
 from fmrirecon.paths import bids_path, run_entities, run_key
-from fmrirecon.preflight import derivative_files, preflight
+from fmrirecon.preflight import check_bids_study, derivative_files
 from fmrirecon.preprocess.fmriprep import fmriprep_command
 from fmrirecon.methods import implementation
 from fmrirecon.stages import DENOISED_MAPS, method_class
@@ -29,8 +28,19 @@ os.environ.update(PYTHONPATH=os.pathsep.join(
     p for p in (str(Path(workflow.basedir) / "src"), os.environ.get("PYTHONPATH")) if p
 ))
 
+
+def stop(error):
+    """End the run before any job with the error's message only: one line per problem,
+    naming the file and the fix (a traceback would bury it)."""
+    print(f"\nError: the input cannot be used ({type(error).__name__}):\n{error}\n", file=sys.stderr)
+    sys.exit(1)
+
+
 SCHEMA = workflow.source_path("../schemas/config.schema.yaml")
-check_config(config, SCHEMA)  # one-line message naming the bad key
+try:
+    check_config(config, SCHEMA)  # one-line message naming the bad key
+except ConfigError as _error:
+    stop(_error)
 validate(config, SCHEMA)  # fills the defaults
 
 
@@ -58,21 +68,14 @@ IMPORTED = config["betas"] is not None or NSD
 SIMULATED = not IMPORTED and config["bids_dir"] is None
 DESIGN = design_settings(config["design"])
 if config["betas"] is not None and NSD:
-    raise ValueError("config: betas and nsd are two entry points; give one")
-
-
-def stop(error):
-    """End the run before any job with the error's message only: one line per problem,
-    naming the file and the fix (a traceback would bury it)."""
-    print(f"\nError: the input cannot be used ({type(error).__name__}):\n{error}\n", file=sys.stderr)
-    sys.exit(1)
+    stop(ValueError("config: betas and nsd are two entry points; give one"))
 
 
 # ---- preprocessed data ----
 PREP_METHOD = config["preprocess"]["method"]
 if PREP_METHOD == "precomputed":
     if not config["preprocess"]["derivatives_dir"]:
-        raise ValueError("config['preprocess']['derivatives_dir']: required when method is precomputed")
+        stop(ValueError("config['preprocess']['derivatives_dir']: required when method is precomputed"))
     PREP = Path(config["preprocess"]["derivatives_dir"])
 else:
     PREP = RESULTS / "derivatives" / "fmriprep"
@@ -120,20 +123,7 @@ else:
         # The only place the dataset is indexed and checked: jobs (local or on SLURM)
         # read the files written here.
         try:
-            _problems = Problems()
-            if not BIDS.is_dir():
-                raise BIDSInputError(f"{BIDS}: bids_dir not found")
-            _manifest = index_bids(BIDS, subjects=config["subjects"], problems=_problems)
-            _unknown = sorted(set(config["subjects"]) - set(_manifest["subject"]))
-            if _unknown:
-                _problems.add("config['subjects']", f"{', '.join(_unknown)} not in {BIDS}")
-            _checked = preflight(
-                _manifest, bids_dir=BIDS, results_dir=RESULTS, design=DESIGN, stimuli=STIM_SPEC,
-                prep_method=PREP_METHOD, prep_dir=PREP, space=config["preprocess"]["space"],
-                res=config["preprocess"]["res"], needs_test=bool(config["methods"]),
-                n_way=config["evaluation"]["n_way"] if config["methods"] else (),
-                cache_path=RESULTS / ".preflight" / "cache.json", problems=_problems,
-            )
+            _checked = check_bids_study(config)
         except BIDSInputError as _error:
             stop(_error)
         for _line in _checked.lines:
@@ -166,15 +156,15 @@ else:
 # the imported ones (a pattern in {subject}).
 STIMULI = RESULTS / "imported" / "sub-{subject}" / "stimuli" if IMPORTED else Path(STIM_SPEC["folder"])
 if not config["methods"] and not config["classify"]["label"]:
-    raise ValueError("config['methods']: no reconstruction method and no classify.label: nothing to do")
+    stop(ValueError("config['methods']: no reconstruction method and no classify.label: nothing to do"))
 # A classification-only study (no methods) needs no test images (the BIDS entry's
 # pre-flight checked its splits per subject).
 for _split in ("train", "test") if config["methods"] and SIMULATED else ():
     if not MANIFEST["task"].isin(SPLIT_TASKS[_split]).any():
-        raise ValueError(
+        stop(ValueError(
             f"config['design']['{_split}_tasks']: none of {SPLIT_TASKS[_split]} "
             f"is a task of {BIDS}"
-        )
+        ))
 if IMPORTED:
     EVAL_SPLITS = ["test"]
 elif SIMULATED:
@@ -184,8 +174,11 @@ else:
 METHODS = sorted(config["methods"])
 for _name in METHODS:
     if not re.fullmatch("[a-z0-9]+", _name):
-        raise ValueError(f"config['methods']: name {_name!r} must be lowercase letters and digits")
-    method_class(_name, config["methods"][_name] or {})  # unknown implementation: stop now
+        stop(ValueError(f"config['methods']: name {_name!r} must be lowercase letters and digits"))
+    try:
+        method_class(_name, config["methods"][_name] or {})  # unknown implementation: stop now
+    except (ValueError, KeyError) as _error:
+        stop(ValueError(f"config['methods'][{_name!r}]: {_error}"))
 
 # Every run by its derivatives path without suffix (the {runpath} wildcard).
 def run_path(row):

@@ -1,7 +1,7 @@
 # Preprocessing to fMRIPrep-named derivatives: built-in light, fMRIPrep, or precomputed.
 if PREP_METHOD == "light":
     if config["preprocess"]["space"]:
-        raise ValueError("config['preprocess']['space']: light preprocessing stays in the native BOLD space; set it to null")
+        stop(ValueError("config['preprocess']['space']: light preprocessing stays in the native BOLD space; set it to null"))
 
     rule bold_reference:
         input:
@@ -53,11 +53,11 @@ elif PREP_METHOD == "fmriprep" and config["preprocess"]["fmriprep"]["engine"] ==
             workflow.deployment_settings.apptainer_args, Path.cwd(),
         )
         if _unbound:
-            raise ValueError(
+            stop(ValueError(
                 "config['preprocess']['fmriprep']: the fMRIPrep container would not see "
                 f"{', '.join(map(str, _unbound))}; add --apptainer-args "
                 f"\"--bind {','.join(map(str, _unbound))}\""
-            )
+            ))
 
     rule fmriprep:
         input:
