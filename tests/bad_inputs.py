@@ -20,29 +20,47 @@ import pandas as pd
 from datasets import TINY_METHODS, fmriprep_derivatives, save_bold, two_session_dataset
 
 SUB = "sub-01"
+#: ``sessions``: runs in ses-01 and ses-02 (the tests); ``runs``: the same data as runs
+#: 01 and 02 without sessions (benchmarks/bad_inputs.py, so that older code reads it).
+LAYOUT = {"sessions": True}
 
 
 def base_study(root: Path) -> dict:
     """A valid study at ``root/bids`` (one subject, two sessions, train and test runs)
     and its config (light preprocessing, pca)."""
-    two_session_dataset(root / "bids")
+    two_session_dataset(root / "bids", as_runs=not LAYOUT["sessions"])
     return {"bids_dir": str(root / "bids"), "seed": 1, **TINY_METHODS}
 
 
+def stem(ses="01", task="train") -> str:
+    """A run's name in the current layout."""
+    return f"{SUB}_ses-{ses}_task-{task}_run-01" if LAYOUT["sessions"] else f"{SUB}_task-{task}_run-{ses}"
+
+
 def _func(root, ses="01"):
-    return root / "bids" / SUB / f"ses-{ses}" / "func"
+    return root / "bids" / SUB / (f"ses-{ses}" if LAYOUT["sessions"] else "") / "func"
 
 
 def events(root, ses="01", task="train") -> Path:
-    return _func(root, ses) / f"{SUB}_ses-{ses}_task-{task}_run-01_events.tsv"
+    return _func(root, ses) / f"{stem(ses, task)}_events.tsv"
 
 
 def bold(root, ses="01", task="train") -> Path:
-    return _func(root, ses) / f"{SUB}_ses-{ses}_task-{task}_run-01_bold.nii.gz"
+    return _func(root, ses) / f"{stem(ses, task)}_bold.nii.gz"
 
 
 def sidecar(root, ses="01", task="train") -> Path:
-    return _func(root, ses) / f"{SUB}_ses-{ses}_task-{task}_run-01_bold.json"
+    return _func(root, ses) / f"{stem(ses, task)}_bold.json"
+
+
+def words_in_layout(words):
+    """The case's words for the current layout (ses-02_task-x_run-01 -> task-x_run-02)."""
+    import re
+
+    if LAYOUT["sessions"]:
+        return words
+    return [re.sub(r"ses-(\d+)_task-(\w+?)_run-01", r"task-\2_run-\1", w).replace("ses-01_", "")
+            for w in words]
 
 
 def _edit_events(root, change, ses="01", task="train"):
@@ -93,7 +111,7 @@ def _other_dataset(root, config):
 
 def _derivative_grid(root, config):
     fmriprep_derivatives(root / "bids", root / "fmriprep", space="T1w")
-    path = next((root / "fmriprep").glob("sub-01/ses-02/func/*task-train*_desc-preproc_bold.nii.gz"))
+    path = next((root / "fmriprep").glob(f"sub-01/**/func/{stem('02')}_*_desc-preproc_bold.nii.gz"))
     img = nib.load(path)
     nib.save(nib.Nifti1Image(np.asarray(img.dataobj)[:-1], img.affine), path)
     _precomputed(config, root)
@@ -101,19 +119,18 @@ def _derivative_grid(root, config):
 
 def _multi_echo(root, config):
     for echo in (1, 2):
-        stem = _func(root) / f"{SUB}_ses-01_task-train_echo-{echo}_run-01"
-        shutil.copy(bold(root), f"{stem}_bold.nii.gz")
-        shutil.copy(sidecar(root), f"{stem}_bold.json")
+        name = _func(root) / stem().replace("task-train_", f"task-train_echo-{echo}_")
+        shutil.copy(bold(root), f"{name}_bold.nii.gz")
+        shutil.copy(sidecar(root), f"{name}_bold.json")
     for path in (bold(root), sidecar(root)):
         path.unlink()
-    shutil.move(events(root), _func(root) / f"{SUB}_ses-01_task-train_run-01_events.tsv")
 
 
 def _surface_only(root, config):
-    stem = _func(root) / f"{SUB}_ses-01_task-train_run-02"
-    (Path(f"{stem}_hemi-L_bold.func.gii")).write_text("<GIFTI/>")
-    Path(f"{stem}_bold.json").write_text(json.dumps({"RepetitionTime": 2.0}))
-    shutil.copy(events(root), f"{stem}_events.tsv")
+    name = _func(root) / f"{SUB}_task-train_run-05"
+    (Path(f"{name}_hemi-L_bold.func.gii")).write_text("<GIFTI/>")
+    Path(f"{name}_bold.json").write_text(json.dumps({"RepetitionTime": 2.0}))
+    shutil.copy(events(root), f"{name}_events.tsv")
 
 
 def _stim_table(root, config, rows, id_column="stim_id"):
@@ -128,7 +145,7 @@ def _all_images_table(root):
 
 
 def _rename_task(root, old, new):
-    for path in sorted((root / "bids").glob(f"sub-*/ses-*/func/*task-{old}_*")):
+    for path in sorted((root / "bids").glob(f"sub-*/**/func/*task-{old}_*")):
         path.rename(path.with_name(path.name.replace(f"task-{old}_", f"task-{new}_")))
 
 

@@ -84,8 +84,12 @@ def dataset_description(root: Path, name="test dataset", derivative=False) -> No
     (root / "dataset_description.json").write_text(json.dumps(description))
 
 
-def two_session_dataset(root: Path, seed: int = 0, sessions=("01", "02"), subject="01"):
+def two_session_dataset(root: Path, seed: int = 0, sessions=("01", "02"), subject="01",
+                        as_runs: bool = False):
     """A BIDS dataset whose sessions both hold task-train_run-01 and task-test_run-01.
+
+    With ``as_runs`` the same data without sessions: session ``s`` becomes run ``s``
+    (``sub-01/func/sub-01_task-train_run-02``), a layout older code can read too.
 
     Every trial has its own planted amplitude (percent signal change in the signal
     voxels); the sessions' amplitudes are drawn independently, so a trial fitted on
@@ -108,8 +112,12 @@ def two_session_dataset(root: Path, seed: int = 0, sessions=("01", "02"), subjec
             else:
                 stims = [f"test_{i % 10:02d}.png" for i in range(12)]
             amplitudes = rng.uniform(0.5, 4.0, len(onsets))
-            func = root / f"sub-{subject}" / f"ses-{session}" / "func"
-            stem = func / f"sub-{subject}_ses-{session}_task-{task}_run-01"
+            if as_runs:
+                stem = root / f"sub-{subject}" / "func" / f"sub-{subject}_task-{task}_run-{session}"
+            else:
+                stem = (root / f"sub-{subject}" / f"ses-{session}" / "func"
+                        / f"sub-{subject}_ses-{session}_task-{task}_run-01")
+            stem.parent.mkdir(parents=True, exist_ok=True)
             save_bold(Path(f"{stem}_bold.nii.gz"), bold_series(onsets, amplitudes, rng))
             Path(f"{stem}_bold.json").write_text(json.dumps({"RepetitionTime": TR, "TaskName": task}))
             pd.DataFrame({"onset": onsets, "duration": 2.0, "trial_type": "image",
@@ -286,7 +294,8 @@ NSD_VOLUME = (14, 12, 10)  # (X, Y, Z) of the fixture's func grid
 
 
 def nsd_like(root: Path, subjects=(1, 2), n_sessions: int = 2, n_shared: int = 100,
-             n_own: int = 400, image_side: int = 32, volume=NSD_VOLUME, seed: int = 0) -> dict:
+             n_own: int = 400, image_side: int = 32, volume=NSD_VOLUME, seed: int = 0,
+             keep_raw: bool = True) -> dict:
     """A tiny NSD in its exact layout: real file and dataset names, axis orders and dtypes
     (int16 betas x 300 of shape (750, Z, Y, X), uint8 ``imgBrick`` (n, H, W, 3), the
     expdesign's ``masterordering`` (1 x 30000), ``subjectim`` (8 x 10000), ``sharedix``),
@@ -342,23 +351,25 @@ def nsd_like(root: Path, subjects=(1, 2), n_sessions: int = 2, n_shared: int = 1
         ppdata = root / "nsddata" / "ppdata" / f"subj{s:02d}" / "func1pt8mm" / "roi"
         ppdata.mkdir(parents=True)
         nib.save(nib.Nifti1Image(roi, affine), ppdata / "nsdgeneral.nii.gz")
-        weights = rng.normal(0, 1, (16, X * Y * Z))
+        weights = rng.normal(0, 1, (16, X * Y * Z)).astype(np.float32)
         order = subjectim[s - 1, masterordering[:n_trials] - 1]
-        clean = features[order - 1] @ weights  # (trials, voxels in C order over (X, Y, Z))
-        noisy = clean + rng.normal(0, 1.0, clean.shape)
         folder = root / "nsddata_betas" / "ppdata" / f"subj{s:02d}" / "func1pt8mm" / "betas_fithrf_GLMdenoise_RR"
         folder.mkdir(parents=True)
         raw = []
-        for session in range(n_sessions):
+        for session in range(n_sessions):  # one session in memory at a time
             rows = slice(session * 750, (session + 1) * 750)
-            offset, scale = rng.normal(2, 1, X * Y * Z), rng.uniform(0.5, 2, X * Y * Z)
-            psc = noisy[rows] * scale + offset
-            vol = psc.reshape(750, X, Y, Z).transpose(0, 3, 2, 1)  # h5py sees (750, Z, Y, X)
+            clean = features[order[rows] - 1].astype(np.float32) @ weights  # voxels in C order over (X, Y, Z)
+            noisy = clean + rng.standard_normal(clean.shape, dtype=np.float32)
+            offset = rng.normal(2, 1, X * Y * Z).astype(np.float32)
+            scale = rng.uniform(0.5, 2, X * Y * Z).astype(np.float32)
+            vol = (noisy * scale + offset).reshape(750, X, Y, Z).transpose(0, 3, 2, 1)  # h5py: (750, Z, Y, X)
             data = np.clip(np.round(vol * 300), -32768, 32767).astype(np.int16)
             data[:, :, :, 0] = 0  # invalid voxels: 0 in every trial
             with h5py.File(folder / f"betas_session{session + 1:02d}.hdf5", "w") as f:
                 f.create_dataset("betas", data=data, chunks=(750, 1, Y, X))
-            raw.append(data)
-        out["raw"][s] = np.concatenate(raw)
+            if keep_raw:
+                raw.append(data)
+            del clean, noisy, vol, data
+        out["raw"][s] = np.concatenate(raw) if keep_raw else None
         out["roi"][s] = roi
     return out
