@@ -17,7 +17,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from datasets import TINY_METHODS, fmriprep_derivatives, save_bold, two_session_dataset
+from datasets import TINY_METHODS, fmriprep_derivatives, two_session_dataset
 
 SUB = "sub-01"
 #: ``sessions``: runs in ses-01 and ses-02 (the tests); ``runs``: the same data as runs

@@ -29,10 +29,9 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-from .paths import RUN_ENTITIES, run_key
+from .paths import RUN_ENTITIES
 
 MANIFEST_COLUMNS = ["subject", *RUN_ENTITIES, "bold", "events", "tr", "n_volumes"]
-EVENT_COLUMNS = ["onset", "duration", "stim_file"]
 SPLITS = ("train", "test", "imagery")
 #: Image files a stimulus id may name without its extension.
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp")
@@ -191,12 +190,15 @@ def sort_manifest(manifest: pd.DataFrame) -> pd.DataFrame:
 
 
 def check_manifest(manifest: pd.DataFrame, stimuli_dir: str | Path) -> pd.DataFrame:
-    """Check every run's files before compute (see :func:`fmrirecon.preflight.check_runs`);
-    fill ``n_volumes``. Raises :class:`BIDSInputError` listing every problem."""
+    """Check every run's files before compute (see :func:`fmrirecon.preflight.check_runs`),
+    whatever its task; fill ``n_volumes``. Raises :class:`BIDSInputError` listing every
+    problem."""
     from .preflight import check_runs
 
     problems = Problems()
-    manifest = check_runs(manifest, stimuli_spec({"folder": str(stimuli_dir)}, None), problems=problems)
+    every_task = {"train_tasks": sorted(set(manifest["task"])), "test_tasks": [], "imagery_tasks": []}
+    manifest = check_runs(manifest, stimuli_spec({"folder": str(stimuli_dir)}, None), every_task,
+                          problems=problems)
     problems.raise_if_any()
     return manifest
 
@@ -562,13 +564,6 @@ def _done(collect: Problems, raise_now: bool, before: int):
     if raise_now and len(collect) > before:
         collect.raise_if_any()
     return None
-
-
-def check_events(path: str | Path, stimuli_dir: str | Path, run_duration: float) -> pd.DataFrame:
-    """Read an events file (``stim_file`` column, ``stimuli_dir``) and check it; raises
-    :class:`BIDSInputError` naming the file. The workflow uses :func:`read_trials`."""
-    resolver = StimulusResolver(stimuli_spec({"folder": str(stimuli_dir)}, None))
-    return read_trials(path, {}, resolver, splits=["train"], n_volumes=1, tr=run_duration)
 
 
 def dataset_name(bids_dir: str | Path) -> str:

@@ -246,13 +246,31 @@ def import_nsd(spec: dict, subject: int, out_betas, out_trials, stimuli_dir) -> 
                   attrs={"glm_method": "nsd", "source_file": str(files["betas_folder"]),
                          "nsd_subject": int(subject), "nsd_roi": spec["roi"],
                          "units": "z-scored per voxel and session (NSD betas / 300)"})
-    betas = add_reliability(betas, split="train")
+    betas = _reliability_by_chunks(betas)
     for path in (out_betas, out_trials):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
     write_betas(out_betas, betas, out_trials)
     _write_stimuli(files["stimuli"], trials, Path(stimuli_dir), spec["image_size"])
     log.info("imported NSD subj%02d: %d sessions, %d trials (%d test) x %d voxels", subject,
              n_sessions, len(trials), (trials["split"] == "test").sum(), len(ijk))
+
+
+def _reliability_by_chunks(betas: Betas, chunk: int = 2000) -> Betas:
+    """:func:`fmrirecon.reliability.add_reliability` (train split) computed a few thousand
+    voxels at a time: it works in float64 on a copy of the split, which for a whole NSD
+    subject would be 4 times the betas. Per-voxel statistics: the result is the same."""
+    reliability, ceiling, attrs = [], [], {}
+    for start in range(0, betas.betas.shape[1], chunk):
+        cols = slice(start, start + chunk)
+        part = add_reliability(Betas(betas.betas[:, cols], betas.trials, betas.voxel_ijk[cols],
+                                     betas.affine, betas.shape), split="train")
+        reliability.append(part.reliability)
+        ceiling.append(part.noise_ceiling)
+        attrs = part.attrs
+    betas.reliability = np.concatenate(reliability).astype(np.float32)
+    betas.noise_ceiling = np.concatenate(ceiling).astype(np.float32)
+    betas.attrs.update(attrs)
+    return betas
 
 
 def _write_stimuli(brick_path: Path, trials: pd.DataFrame, stimuli_dir: Path, size) -> None:

@@ -32,10 +32,10 @@ import numpy as np
 import pandas as pd
 
 from .bids import (Problems, StimulusResolver, design_settings, read_trials, run_splits)
-from .paths import bids_path, run_entities, run_key
+from .paths import run_key
+from .preprocess import derivative_files
 
-__all__ = ["Preflight", "preflight", "check_bids_study", "check_runs", "nifti_summary",
-           "derivative_files"]
+__all__ = ["Preflight", "preflight", "check_bids_study", "check_runs", "nifti_summary"]
 
 log = logging.getLogger(__name__)
 _CACHE_VERSION = 1
@@ -115,22 +115,6 @@ def image_summary(path: Path) -> dict:
             return {"error": None, "size": list(img.size)}
     except Exception as err:  # PIL raises many types for broken files
         return {"error": f"{type(err).__name__}: {err}"}
-
-
-def derivative_files(prep_dir, row, space=None, res=None) -> dict[str, Path]:
-    """fMRIPrep's names of one run's preprocessed BOLD, brain mask and confounds.
-
-    Every entity of the raw run is kept (``ses``, ``acq``, ``ce``, ``rec``, ``dir``,
-    ``run``, ``echo``), then ``space`` and ``res`` for the BOLD and mask; the confounds
-    file carries neither, as fMRIPrep 23-25 write them.
-    """
-    entities = run_entities(row)
-    spaced = {**entities, "space": space or None, "res": res or None}
-    return {
-        "bold": bids_path(prep_dir, "func", "bold", ".nii.gz", **spaced, desc="preproc"),
-        "mask": bids_path(prep_dir, "func", "mask", ".nii.gz", **spaced, desc="brain"),
-        "confounds": bids_path(prep_dir, "func", "timeseries", ".tsv", **entities, desc="confounds"),
-    }
 
 
 @dataclass

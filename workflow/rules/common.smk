@@ -13,8 +13,9 @@ from snakemake_interface_executor_plugins.settings import DeploymentMethod
 from fmrirecon.bids import (BIDSInputError, MANIFEST_COLUMNS, design_settings, manifest_from_plan,
                             read_manifest, run_splits, stimuli_spec, write_manifest)
 from fmrirecon.config import ConfigError, check_config
-from fmrirecon.paths import bids_path, run_entities, run_key
-from fmrirecon.preflight import check_bids_study, derivative_files
+from fmrirecon.paths import bids_path
+from fmrirecon.preflight import check_bids_study
+from fmrirecon.preprocess import derivative_files
 from fmrirecon.preprocess.fmriprep import fmriprep_command
 from fmrirecon.methods import implementation
 from fmrirecon.stages import DENOISED_MAPS, method_class

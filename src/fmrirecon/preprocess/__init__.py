@@ -10,7 +10,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-__all__ = ["derivative_paths", "write_dataset_description"]
+from ..paths import bids_path, run_entities
+
+__all__ = ["derivative_paths", "derivative_files", "write_dataset_description"]
 
 
 def derivative_paths(
@@ -55,14 +57,36 @@ def derivative_paths(
         raise ValueError(f"run must be a non-negative integer, got {run}")
     else:
         run = f"{int(run):02d}"
+    return derivative_files(deriv_dir, {"subject": subject, "task": task, "run": run}, space=space)
 
-    func = Path(deriv_dir) / f"sub-{subject}" / "func"
-    stem = f"sub-{subject}_task-{task}_run-{run}"
-    spaced = f"{stem}_space-{space}" if space else stem
+
+def derivative_files(deriv_dir: str | Path, row, space: str | None = None,
+                     res: str | None = None) -> dict[str, Path]:
+    """fMRIPrep's names of one run's preprocessed BOLD, brain mask and confounds.
+
+    Parameters
+    ----------
+    deriv_dir : str or Path
+        Root of the derivatives dataset.
+    row : dict or namedtuple
+        The run's entities as in the manifest (``subject``, ``session``, ``task``,
+        ``acquisition``, ``ceagent``, ``reconstruction``, ``direction``, ``run``,
+        ``echo``; empty ones left out): every one is kept, as fMRIPrep 23-25 keep them.
+    space, res : str or None
+        ``space-`` and ``res-`` entities of the BOLD and mask (None: native space); the
+        confounds file carries neither.
+
+    Returns
+    -------
+    dict
+        ``bold``, ``mask`` and ``confounds`` paths (``pathlib.Path``).
+    """
+    entities = run_entities(row)
+    spaced = {**entities, "space": space or None, "res": res or None}
     return {
-        "bold": func / f"{spaced}_desc-preproc_bold.nii.gz",
-        "mask": func / f"{spaced}_desc-brain_mask.nii.gz",
-        "confounds": func / f"{stem}_desc-confounds_timeseries.tsv",
+        "bold": bids_path(deriv_dir, "func", "bold", ".nii.gz", **spaced, desc="preproc"),
+        "mask": bids_path(deriv_dir, "func", "mask", ".nii.gz", **spaced, desc="brain"),
+        "confounds": bids_path(deriv_dir, "func", "timeseries", ".tsv", **entities, desc="confounds"),
     }
 
 
