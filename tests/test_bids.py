@@ -101,3 +101,81 @@ def test_stimulus_column_reads_one_attribute_per_stimulus(tmp_path):
         stimulus_column(table, ["a.png"], "family", "stimuli.tsv")
     with pytest.raises(ValueError, match="no column"):
         stimulus_column(None, ["a.png"], "category", "stimuli.tsv")
+
+
+def _events(path, rows):
+    pd.DataFrame(rows).to_csv(path, sep="\t", index=False, na_rep="n/a")
+    return path
+
+
+def test_read_trials_resolves_ids_by_table_stem_and_subfolder(tmp_path):
+    from fmrirecon.bids import StimulusResolver, read_trials, stimuli_spec
+
+    folder = tmp_path / "images"
+    (folder / "cats").mkdir(parents=True)
+    for name in ("cats/c1.png", "n0001_7.JPEG", "plain.png"):
+        (folder / name).write_bytes(b"x")
+    (tmp_path / "ids.tsv").write_text("stimulus_id\tstim_file\n1518009.0080\tcats/c1.png\n")
+    rows = [dict(onset=2, duration=1, stimulus_id=1518009.008, stimulus_name="n/a", event_type=1),
+            dict(onset=8, duration=1, stimulus_id="n/a", stimulus_name="n/a", event_type=-1)]
+    by_table = StimulusResolver(stimuli_spec({"column": "stimulus_id", "folder": str(folder),
+                                              "table": str(tmp_path / "ids.tsv")}, None))
+    trials = read_trials(_events(tmp_path / "a_events.tsv", rows), {}, by_table, splits=["train"])
+    # 1518009.008 and 1518009.0080 are one id; the n/a row is not a trial
+    assert trials[["stim_id", "stim_file", "split"]].values.tolist() == [["1518009.008", "cats/c1.png", "train"]]
+    by_stem = StimulusResolver(stimuli_spec({"column": "stimulus_name", "folder": str(folder)}, None))
+    rows = [dict(onset=2, duration=1, stimulus_name="n0001_7"), dict(onset=5, duration=1, stimulus_name="plain.png"),
+            dict(onset=9, duration=1, stimulus_name="./cats/../plain.png")]
+    trials = read_trials(_events(tmp_path / "b_events.tsv", rows), {}, by_stem, splits=["test"])
+    assert list(trials["stim_file"]) == ["n0001_7.JPEG", "plain.png", "plain.png"]  # one image, one name
+
+
+def test_read_trials_splits_by_column_and_drops_rows_by_rule(tmp_path):
+    from fmrirecon.bids import StimulusResolver, read_trials, run_splits, stimuli_spec
+
+    (tmp_path / "stimuli").mkdir()
+    for name in "abc":
+        (tmp_path / "stimuli" / f"{name}.png").write_bytes(b"x")
+    resolver = StimulusResolver(stimuli_spec({}, tmp_path))
+    rows = [dict(onset=0, duration=4, trial_type="fixation", phase="train", stim_file="n/a"),
+            dict(onset=4, duration=2, trial_type="image", phase="train", stim_file="a.png"),
+            dict(onset=8, duration=2, trial_type="oneback", phase="train", stim_file="a.png"),
+            dict(onset=12, duration=2, trial_type="image", phase="holdout", stim_file="b.png"),
+            dict(onset=16, duration=2, trial_type="image", phase="practice", stim_file="c.png")]
+    design = {"split_by": "column", "split_column": "phase",
+              "split_values": {"train": ["train"], "test": ["holdout"], "imagery": []},
+              "exclude": {"trial_type": ["fixation"]}, "exclude_split": {"train": {"trial_type": ["oneback"]}}}
+    counts = {}
+    trials = read_trials(_events(tmp_path / "x_events.tsv", rows), design, resolver,
+                         splits=run_splits({"task": "x"}, design), counts=counts)
+    assert trials[["onset", "split"]].values.tolist() == [[4.0, "train"], [12.0, "test"]]
+    assert counts == {"excluded": 2, "no_stimulus": 0, "no_split": 1}
+    # splits by session label: globs and regular expressions
+    design = {"split_by": "session", "train_sessions": ["perceptionTraining*"],
+              "test_sessions": ["re:perceptionTest0[12]"]}
+    assert run_splits({"task": "p", "session": "perceptionTraining07"}, design) == ["train"]
+    assert run_splits({"task": "p", "session": "perceptionTest02"}, design) == ["test"]
+    assert run_splits({"task": "p", "session": "perceptionTest03"}, design) == []
+
+
+def test_whole_file_checks_are_cached_by_size_and_mtime(tmp_path, monkeypatch):
+    import fmrirecon.preflight as preflight
+
+    root = tiny_bids(tmp_path / "ds", subjects=("01",))
+    reads = []
+    real = preflight.nifti_summary
+    monkeypatch.setattr(preflight, "nifti_summary", lambda path: reads.append(path) or real(path))
+    cache = tmp_path / "cache.json"
+    manifest = index_bids(root)
+    preflight.check_runs(manifest, {"folder": str(root / "stimuli"), "column": "stim_file", "table": None},
+                         cache=preflight._Cache(cache))
+    assert len(reads) == 2
+    preflight.check_runs(manifest, {"folder": str(root / "stimuli"), "column": "stim_file", "table": None},
+                         cache=preflight._Cache(cache))
+    assert len(reads) == 2  # nothing read again
+    bold = root / "sub-01/func/sub-01_task-train_run-02_bold.nii.gz"
+    img = nib.load(bold)
+    nib.save(nib.Nifti1Image(np.asarray(img.dataobj) + 1, img.affine, img.header), bold)
+    preflight.check_runs(manifest, {"folder": str(root / "stimuli"), "column": "stim_file", "table": None},
+                         cache=preflight._Cache(cache))
+    assert len(reads) == 3 and reads[-1] == bold

@@ -2,11 +2,14 @@
 BOLD, through light preprocessing and through fMRIPrep derivatives with ses- in their
 names (issue 16)."""
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
 
-from datasets import TINY_METHODS, fmriprep_derivatives, run_snakemake, signal_voxels, two_session_dataset
+from datasets import (TINY_METHODS, fmriprep_derivatives, run_snakemake, signal_voxels,
+                      two_session_dataset, write_image)
 from fmrirecon.betas import read_betas
 from fmrirecon.paths import bids_name, bids_path, run_key
 
@@ -68,6 +71,16 @@ def test_precomputed_derivatives_with_sessions_and_spaces(tmp_path):
     run_snakemake(tmp_path / "work", config)
     metrics = pd.read_csv(tmp_path / "work" / "results" / "report" / "metrics.tsv", sep="\t")
     assert {"pixcorr", "ident2"} <= set(metrics["metric"])
+
+    # rerun triggers: the images a subject saw are inputs, the folder is not
+    write_image(tmp_path / "bids" / "stimuli" / "unrelated.png", seed=99)
+    plan = run_snakemake(tmp_path / "work", config, "--dry-run")
+    assert "Nothing to be done" in plan.stdout + plan.stderr
+    write_image(tmp_path / "bids" / "stimuli" / "train_03.png", seed=98)  # edited in place
+    plan = run_snakemake(tmp_path / "work", config, "--dry-run")
+    jobs = set(re.findall(r"^(?:local)?rule (\w+):", plan.stdout, flags=re.M))
+    assert {"decode", "reconstruct", "evaluate", "report"} <= jobs
+    assert not {"glm", "select_voxels"} & jobs
 
 
 def test_path_builder_orders_entities_as_bids():

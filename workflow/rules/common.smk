@@ -1,4 +1,5 @@
 # Config validation, the BIDS manifest and path helpers shared by every rule file.
+import json
 import os
 import re
 import shlex
@@ -135,6 +136,10 @@ else:
         TRIALS = _checked.trials
         write_manifest(MANIFEST, _manifest_path)
         write_manifest(TRIALS, _design_path)
+        # what pre-flight said (counts per split, warnings such as test images shown in
+        # training under design.allow_test_in_train), for the report
+        (RESULTS / "preflight.json").write_text(
+            json.dumps({"lines": _checked.lines, "warnings": _checked.warnings}, indent=2) + "\n")
     else:
         MANIFEST = read_manifest(_manifest_path)
         TRIALS = pd.read_csv(_design_path, sep="\t", dtype=str, keep_default_na=False)

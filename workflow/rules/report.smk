@@ -3,6 +3,21 @@
 _EVALS = dict(subject=SUBJECTS, method=METHODS, split=EVAL_SPLITS)
 
 
+def evaluation_records():
+    """One record per (subject, method, split) with its files: what the report can take
+    instead of parsing file names (their desc glues method and split together)."""
+    records = []
+    for subject in SUBJECTS:
+        for method in METHODS:
+            for split in EVAL_SPLITS:
+                names = dict(subject=subject, method=method, split=split)
+                records.append({**names,
+                                "summary": rules.evaluate.output.summary.format(**names),
+                                "grid": rules.reconstruct.output.grid.format(**names),
+                                "history": rules.decode.output.history.format(**names)})
+    return records
+
+
 rule report:
     input:
         summaries=expand(rules.evaluate.output.summary, **_EVALS),
@@ -19,6 +34,7 @@ rule report:
         # the denoised GLM's step-by-step reliability goes into the report
         step_reliability=not IMPORTED and config["glm"]["method"] == "denoised",
         subjects=SUBJECTS,
+        records=evaluation_records(),
         # every job's wall time and peak memory (benchmark files, read when they exist)
         benchmarks=BENCHMARKS,
     log:
