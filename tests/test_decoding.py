@@ -52,6 +52,20 @@ def test_grouped_folds_keep_groups_whole():
         assert not set(groups[train]) & set(groups[test])
 
 
+def test_few_runs_leave_one_run_out_never_shuffled_folds():
+    groups = np.repeat(np.arange(3), 10)  # fewer runs than the 5 folds asked for
+    folds = cv_splits(30, 5, groups)
+    assert len(folds) == 3
+    assert sorted(tuple(sorted(set(groups[test]))) for _, test in folds) == [(0,), (1,), (2,)]
+
+
+def test_one_run_cannot_be_cross_validated():
+    with pytest.raises(ValueError, match="at least 2 runs; all 30 come from one"):
+        cv_splits(30, 5, np.full(30, "train_1"))
+    with pytest.raises(ValueError, match="at least 2 runs"):
+        RidgeDecoder().fit(np.zeros((30, 4)), np.zeros((30, 2)), groups=np.ones(30))
+
+
 def test_mismatched_rows_are_an_error():
     with pytest.raises(ValueError, match="trials"):
         RidgeDecoder().fit(np.zeros((10, 3)), np.zeros((9, 2)))

@@ -162,6 +162,32 @@ def test_bad_events(dataset):
         load_trial_events(empty_onset, N_VOLS, TR)
 
 
+@pytest.mark.parametrize("method, noise_model", [("lsa", "ols"), ("lss", "ols"), ("lss", "ar1")])
+def test_rank_deficient_design_is_refused(dataset, method, noise_model):
+    """Two trials at one onset (a duplicated events row) cannot be told apart: the GLM
+    refuses, naming both, instead of returning betas of 1e14."""
+    run = dict(dataset["runs"][0])
+    events = pd.read_csv(run["events"], sep="\t")
+    doubled = dataset["tmp"] / "sub-01_task-train_run-6_events.tsv"
+    pd.concat([events, events.iloc[[3]]]).to_csv(doubled, sep="\t", index=False)
+    onset = f"{events['onset'].iloc[3]:g}"
+    with pytest.raises(ValueError, match=rf"run-6_events\.tsv: the single-trial design is rank-deficient.*"
+                                         rf"trials at onset {onset} s \(train_03\.png\), onset {onset} s \(train_03"):
+        single_trial_betas([dict(run, events=doubled)], SPLITS, method=method,
+                           noise_model=noise_model, progress=False)
+
+
+def test_well_posed_designs_pass_the_rank_check(dataset):
+    from fmrirecon.glm import check_design_rank
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((100, 12))
+    check_design_rank(X, range(10), pd.DataFrame({"onset": np.arange(10.0), "stim_file": "a"}), "x")
+    X[:, 11] = X[:, 0] + X[:, 1]  # a nuisance column reproduces two trials
+    with pytest.raises(ValueError, match=r"trials at onset 0 s \(a\), onset 1 s \(a\) cannot"):
+        check_design_rank(X, range(10), pd.DataFrame({"onset": np.arange(10.0), "stim_file": "a"}), "x")
+
+
 def test_bad_inputs(dataset):
     run = dataset["runs"][0]
     with pytest.raises(ValueError, match="method"):

@@ -37,17 +37,42 @@ _TARGET_BLOCK = 2 ** 25
 
 
 def cv_splits(n_samples: int, n_folds: int = 5, groups=None, seed: int = 0) -> list:
-    """Cross-validation folds, grouped (e.g. by run) when ``groups`` is given.
+    """Cross-validation folds: whole groups (e.g. runs) left out when ``groups`` is given.
 
     Grouping keeps trials of one run out of training while that run is validated:
     neighbouring single-trial betas share noise, and leaving them in would favour
-    under-regularised fits.
+    under-regularised fits. With fewer groups than ``n_folds`` each fold leaves one
+    group out; there is never a silent switch to shuffled folds.
+
+    Parameters
+    ----------
+    n_samples : int
+    n_folds : int, default=5
+    groups : array-like, shape (n_samples,), optional
+        Group of each sample. None declares the samples independent: shuffled K folds.
+    seed : int, default=0
+        Seed of the shuffled folds (no groups).
+
+    Returns
+    -------
+    list of (train_indices, test_indices)
+
+    Raises
+    ------
+    ValueError
+        ``groups`` with fewer than 2 distinct values: no group can be held out.
     """
-    if groups is not None and len(np.unique(groups)) >= n_folds:
-        splitter = GroupKFold(n_splits=n_folds)
-        return list(splitter.split(np.zeros(n_samples), groups=groups))
-    splitter = KFold(n_splits=n_folds, shuffle=True, random_state=seed)
-    return list(splitter.split(np.zeros(n_samples)))
+    if groups is None:
+        splitter = KFold(n_splits=n_folds, shuffle=True, random_state=seed)
+        return list(splitter.split(np.zeros(n_samples)))
+    n_groups = len(np.unique(groups))
+    if n_groups < 2:
+        raise ValueError(
+            f"cross-validation leaves whole runs out and needs training trials from at "
+            f"least 2 runs; all {n_samples} come from one ({np.asarray(groups)[0]!r})"
+        )
+    splitter = GroupKFold(n_splits=min(n_folds, n_groups))
+    return list(splitter.split(np.zeros(n_samples), groups=groups))
 
 
 def _device(backend: str):

@@ -33,7 +33,7 @@ from tqdm import tqdm
 from fmrirecon.betas import SOURCE_COLUMNS, TRIAL_COLUMNS, Betas
 
 __all__ = ["single_trial_betas", "load_trial_events", "select_runs", "subject_mask", "load_run",
-           "trial_table", "lsa_betas", "lss_betas", "CONFOUND_STRATEGIES"]
+           "trial_table", "lsa_betas", "lss_betas", "check_design_rank", "CONFOUND_STRATEGIES"]
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +42,9 @@ CONFOUND_STRATEGIES = {"motion6": "basic", "motion24": "full", "none": None}
 METHODS = ("lsa", "lss")
 DENOISED = "denoised"  # implemented in fmrirecon.glm_denoise
 _TRIAL = "trial{:05d}"  # zero-padded so nilearn's sorted column order is trial order
+#: Largest condition number of a design we solve: beyond it, betas are noise amplified
+#: by as much (two trials at one onset gave betas of 2e14 instead of ~1).
+MAX_CONDITION = 1e8
 
 
 def load_trial_events(events_path: str | Path, n_scans: int, tr: float) -> pd.DataFrame:
@@ -203,6 +206,13 @@ def _run_betas(run, events, Y, method, hrf_model, high_pass, noise_model, confou
                 high_pass=high_pass, **add,
             )
 
+    # the LSA design is checked whatever the fit: if it is rank-deficient, no trial
+    # model (LSA or LSS) can tell the colliding trials apart
+    names = [_TRIAL.format(i) for i in range(len(events))]
+    X = design(names)
+    trial_cols = [X.columns.get_loc(n) for n in names]
+    check_design_rank(X.to_numpy(), trial_cols, events, run["events"])
+
     if method == "lss" and noise_model != "ols":
         # AR(p) noise: nilearn's run_glm, one model per trial (the AR coefficients are
         # estimated from each model's own OLS residuals)
@@ -215,9 +225,6 @@ def _run_betas(run, events, Y, method, hrf_model, high_pass, noise_model, confou
             betas[i] = theta[X.columns.get_loc("target")]
         return betas
 
-    names = [_TRIAL.format(i) for i in range(len(events))]
-    X = design(names)
-    trial_cols = [X.columns.get_loc(n) for n in names]
     if noise_model == "ols":
         fit = lsa_betas if method == "lsa" else lss_betas
         return fit(Y, X.to_numpy(), trial_cols)
@@ -225,6 +232,49 @@ def _run_betas(run, events, Y, method, hrf_model, high_pass, noise_model, confou
     # A contrast selecting a single regressor has effect size equal to that
     # regressor's theta, so reading theta avoids n_trials contrast calls.
     return theta[trial_cols]
+
+
+def check_design_rank(X: np.ndarray, trial_cols, events: pd.DataFrame, where) -> None:
+    """Refuse a design whose trial betas are not determined by the data.
+
+    A design with collinear columns (two trials at one onset, a duplicated events row,
+    a trial that a confound or drift regressor reproduces) has no unique solution: a
+    pseudo-inverse returns one anyway, with betas of any size. The trials involved are
+    those with weight in the design's (near) null space.
+
+    Parameters
+    ----------
+    X : ndarray, shape (n_scans, n_regressors)
+        The LSA design of one run.
+    trial_cols : sequence of int
+        Columns of ``X`` holding the trials, in the order of ``events``' rows.
+    events : DataFrame
+        The run's trials (``onset``, ``stim_file``), for the message.
+    where : str or Path
+        The events file, for the message.
+
+    Raises
+    ------
+    ValueError
+        Condition number above :data:`MAX_CONDITION`, naming the colliding trials.
+    """
+    scale = np.linalg.norm(X, axis=0)
+    scale[scale == 0] = 1.0  # an all-zero column is itself the defect: its s is 0
+    _, s, vt = np.linalg.svd(X / scale, full_matrices=False)
+    null = s < s[0] / MAX_CONDITION
+    if not null.any():
+        return
+    weight = np.abs(vt[null]).max(axis=0)[list(trial_cols)]
+    involved = np.flatnonzero(weight > 0.1)
+    described = ", ".join(f"onset {events['onset'].iloc[i]:g} s ({events['stim_file'].iloc[i]})"
+                          for i in involved[:6])
+    raise ValueError(
+        f"{where}: the single-trial design is rank-deficient (condition number "
+        f"{s[0] / max(s[-1], np.finfo(float).tiny):.2g}): "
+        + (f"the trials at {described} cannot be told apart"
+           if len(involved) else "a trial regressor is reproduced by the drift or confound regressors")
+        + "; remove duplicated events or merge trials that share an onset"
+    )
 
 
 def lsa_betas(Y: np.ndarray, X: np.ndarray, trial_cols) -> np.ndarray:

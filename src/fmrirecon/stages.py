@@ -83,6 +83,13 @@ def fit_method(betas_path, trials_path, voxels_path, stimuli_dir, method: str,
     columns = voxel_columns(betas, voxels_path)
     targets = load_stimuli(stimuli_dir, train.trials["stim_file"], images["size"], images["channels"])
     groups = run_groups(train.trials)
+    if len(set(groups)) == 1:
+        # e.g. imported betas without run numbers: say so rather than let a solver guess
+        log.warning("all %d training trials come from one run (%s): cross-validation inside "
+                    "the decoders uses shuffled folds, which favours weak penalties when "
+                    "trials share noise; give each trial its run (betas: train_runs) to leave "
+                    "runs out", len(groups), groups[0])
+        groups = None
 
     cls = method_class(method, settings)
     params = {k: v for k, v in settings.items() if k != "method"}
