@@ -97,9 +97,21 @@ def _precomputed(config, root, **extra):
                             "space": "T1w", **extra}
 
 
-def _with_derivatives(root, config, **kw):
+def _with_derivatives(root, config, **settings):
+    """fMRIPrep derivatives in space T1w; ``settings`` change what the config asks for."""
     fmriprep_derivatives(root / "bids", root / "fmriprep", space="T1w")
-    _precomputed(config, root)
+    _precomputed(config, root, **settings)
+
+
+def _derivative_confounds_missing(root, config):
+    _with_derivatives(root, config)
+    next((root / "fmriprep").glob(f"sub-01/**/func/{stem()}_desc-confounds_timeseries.tsv")).unlink()
+
+
+def _nan_voxels(data, affine, header):
+    data = data.astype(np.float32)
+    data.reshape(-1)[::97] = np.nan
+    return data, affine, header
 
 
 def _other_dataset(root, config):
@@ -214,9 +226,11 @@ CASES = [
      ["ids.tsv", "not found"]),
     ("stimuli_table_no_id_column", lambda r, c: _stim_table(r, c, _all_images_table(r), id_column="name"),
      ["ids.tsv", "no column(s) ['stim_id']"]),
-    ("stimuli_table_duplicate_ids", lambda r, c: _stim_table(r, c, _all_images_table(r) + [("train_00.png", "train_01.png")]),
+    ("stimuli_table_duplicate_ids",
+     lambda r, c: _stim_table(r, c, _all_images_table(r) + [("train_00.png", "train_01.png")]),
      ["ids.tsv", "appear twice"]),
-    ("stimuli_table_unknown_id", lambda r, c: _stim_table(r, c, [x for x in _all_images_table(r) if x[0] != "test_04.png"]),
+    ("stimuli_table_unknown_id",
+     lambda r, c: _stim_table(r, c, [x for x in _all_images_table(r) if x[0] != "test_04.png"]),
      ["run-01_events.tsv", "'test_04.png' has no row in", "ids.tsv"]),
     ("test_image_in_training", lambda r, c: _edit_events(r, lambda t: _set(t, 0, "stim_file", "test_03.png")),
      ["sub-01", "also shown in training", "design.allow_test_in_train"]),
@@ -238,7 +252,7 @@ CASES = [
      ["run-01_bold.nii.gz", "every value is the same"]),
     ("bold_constant", lambda r, c: _edit_bold(r, lambda d, a, h: (np.full_like(d, 500), a, h), "02", "test"),
      ["ses-02_task-test_run-01_bold.nii.gz", "every value is the same"]),
-    ("bold_nan_voxels", lambda r, c: _edit_bold(r, lambda d, a, h: (np.where(np.arange(d.size).reshape(d.shape) % 97 == 0, np.nan, d).astype(np.float32), a, h)),
+    ("bold_nan_voxels", lambda r, c: _edit_bold(r, _nan_voxels),
      ["run-01_bold.nii.gz", "NaN"]),
     ("bold_truncated_gzip", lambda r, c: _truncate(bold(r, "02")),
      ["ses-02_task-train_run-01_bold.nii.gz", "cannot read the NIfTI file"]),
@@ -282,12 +296,12 @@ CASES = [
     ("derivatives_dir_missing", lambda r, c: _precomputed(c, r), ["fmriprep", "derivatives folder"]),
     ("derivatives_of_another_dataset", _other_dataset,
      ["sub-01_ses-01_task-train_run-01_space-T1w_desc-preproc_bold.nii.gz", "missing"]),
-    ("derivatives_other_space", lambda r, c: (_with_derivatives(r, c), c["preprocess"].update(space="MNI152NLin2009cAsym")),
+    ("derivatives_other_space", lambda r, c: _with_derivatives(r, c, space="MNI152NLin2009cAsym"),
      ["space-MNI152NLin2009cAsym_desc-preproc_bold.nii.gz", "missing", "space-T1w"]),
-    ("derivatives_res_missing", lambda r, c: (_with_derivatives(r, c), c["preprocess"].update(res="2")),
+    ("derivatives_res_missing", lambda r, c: _with_derivatives(r, c, res="2"),
      ["space-T1w_res-2_desc-preproc_bold.nii.gz", "preprocess.res"]),
     ("derivatives_on_different_grids", _derivative_grid,
      ["ses-02_task-train_run-01_space-T1w_desc-preproc_bold.nii.gz", "voxel grid"]),
-    ("derivatives_confounds_missing", lambda r, c: (_with_derivatives(r, c), next((r / "fmriprep").glob("sub-01/ses-01/func/*train*confounds_timeseries.tsv")).unlink()),
+    ("derivatives_confounds_missing", _derivative_confounds_missing,
      ["ses-01_task-train_run-01_desc-confounds_timeseries.tsv", "missing"]),
 ]

@@ -50,7 +50,8 @@ def test_subset_and_round_trip(tmp_path):
 
 @pytest.mark.parametrize("breakage, words", [
     (lambda root, ev: ev.write_text("onset\tduration\n1\t3\n"), ["_events.tsv", "stim_file"]),
-    (lambda root, ev: ev.write_text("onset\tduration\tstim_file\n40\t3\ta.png\n"), ["_events.tsv", "past the end of the run", "TR 2"]),
+    (lambda root, ev: ev.write_text("onset\tduration\tstim_file\n40\t3\ta.png\n"),
+     ["_events.tsv", "past the end of the run", "TR 2"]),
     (lambda root, ev: ev.write_text("onset\tduration\tstim_file\n1\t3\tb.png\n"), ["_events.tsv", "b.png"]),
     (lambda root, ev: ev.unlink(), ["_events.tsv", "missing"]),
 ])

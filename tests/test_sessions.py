@@ -88,7 +88,8 @@ def test_path_builder_orders_entities_as_bids():
            "direction": "AP", "echo": ""}
     assert run_key(row) == "sub-01_ses-2_task-x_acq-fast_dir-AP_run-03"
     path = bids_path("d", "func", "bold", ".nii.gz", **row, space="T1w", res="2", desc="preproc")
-    assert path.as_posix() == "d/sub-01/ses-2/func/sub-01_ses-2_task-x_acq-fast_dir-AP_run-03_space-T1w_res-2_desc-preproc_bold.nii.gz"
+    assert path.as_posix() == ("d/sub-01/ses-2/func/sub-01_ses-2_task-x_acq-fast_dir-AP_run-03_space-T1w_res-2"
+                               "_desc-preproc_bold.nii.gz")
     assert bids_name("betas", ".h5", desc="lsa", subject="{subject}") == "sub-{subject}_desc-lsa_betas.h5"
     with pytest.raises(ValueError, match="ses: label 'a_b'"):
         bids_name("bold", ses="a_b", sub="01")

@@ -337,7 +337,9 @@ def _check_derivatives(manifest, prep_dir: Path, space, res, cache, problems):
     for subject, items in grids.items():
         first_path, first = items[0]
         for path, summary in items[1:]:
-            if summary["shape"][:3] != first["shape"][:3] or not np.allclose(summary["affine"], first["affine"], atol=1e-3):
+            same = summary["shape"][:3] == first["shape"][:3] and np.allclose(
+                summary["affine"], first["affine"], atol=1e-3)
+            if not same:
                 problems.add(path, f"voxel grid {tuple(summary['shape'][:3])} differs from {first_path.name} "
                              f"{tuple(first['shape'][:3])}; the GLM needs all of a subject's runs in one "
                              "space: choose a common preprocess.space (e.g. T1w)")
