@@ -75,15 +75,15 @@ def main(argv=None):
     args = parser.parse_args(argv)
     bad_inputs.LAYOUT["sessions"] = False
     chosen = [c for c in CASES if not args.cases or c[0] in args.cases.split(",")]
+    import pandas as pd
+
     rows = []
     for name, change, words in chosen:
         row = attempt(args.repo.resolve(), name, change, words)
         rows.append(row)
         print("\t".join(str(row[k]) for k in ("case", "stage", "clear", "seconds", "message")), flush=True)
-    import pandas as pd
-
+        pd.DataFrame(rows).to_csv(args.out, sep="\t", index=False)  # a row at a time
     table = pd.DataFrame(rows)
-    table.to_csv(args.out, sep="\t", index=False)
     counts = {
         "clear before compute": int(((table.stage == "before") & table.clear).sum()),
         "clear in a job": int(((table.stage == "in_job") & table.clear).sum()),
