@@ -495,7 +495,12 @@ def single_trial_betas(
         One dict per run, in acquisition order, with ``bold`` (4-D NIfTI path),
         ``mask`` (3-D NIfTI path), ``confounds`` (fMRIPrep confounds TSV path or None
         for none), ``events`` (BIDS events TSV with ``onset``, ``duration``,
-        ``stim_file``), ``task`` (str), ``run`` (int) and ``tr`` (float, s).
+        ``stim_file``), ``task`` (str), ``run`` (int) and ``tr`` (float, s). The
+        workflow's runs also carry ``session``, ``splits`` (the run's splits,
+        :func:`fmrirecon.bids.run_splits`), ``design`` and ``stimuli`` (config sections):
+        their events are then read by :func:`fmrirecon.bids.read_trials` (stimulus
+        column, lookup table, non-stimulus rows, per-trial splits), as the pre-flight
+        check read them.
     splits : dict of str to list of str
         Split name -> task names, e.g. ``{"train": ["train"], "test": ["test"]}``.
         Runs of tasks in no split are skipped with a logged warning.
