@@ -3,21 +3,6 @@
 _EVALS = dict(subject=SUBJECTS, method=METHODS, split=EVAL_SPLITS)
 
 
-def evaluation_records():
-    """One record per (subject, method, split) with its files: what the report can take
-    instead of parsing file names (their desc glues method and split together)."""
-    records = []
-    for subject in SUBJECTS:
-        for method in METHODS:
-            for split in EVAL_SPLITS:
-                names = dict(subject=subject, method=method, split=split)
-                records.append({**names,
-                                "summary": rules.evaluate.output.summary.format(**names),
-                                "grid": rules.reconstruct.output.grid.format(**names),
-                                "history": rules.decode.output.history.format(**names)})
-    return records
-
-
 rule report:
     input:
         summaries=expand(rules.evaluate.output.summary, **_EVALS),
