@@ -180,3 +180,14 @@ def test_whole_file_checks_are_cached_by_size_and_mtime(tmp_path, monkeypatch):
     preflight.check_runs(manifest, {"folder": str(root / "stimuli"), "column": "stim_file", "table": None},
                          cache=preflight._Cache(cache))
     assert len(reads) == 3 and reads[-1] == bold
+
+
+def test_read_trials_tolerates_root_relative_names_and_padding(tmp_path):
+    from fmrirecon.bids import StimulusResolver, read_trials, stimuli_spec
+
+    (tmp_path / "stimuli").mkdir()
+    (tmp_path / "stimuli" / "a.png").write_bytes(b"x")
+    path = tmp_path / "r_events.tsv"
+    path.write_text("onset \tduration\tstim_file\r\n 2.0\t1 \tstimuli/a.png\r\n6\t1\ta.png \r\n")
+    trials = read_trials(path, {}, StimulusResolver(stimuli_spec({}, tmp_path)), splits=["train"])
+    assert trials[["onset", "stim_file"]].values.tolist() == [[2.0, "a.png"], [6.0, "a.png"]]

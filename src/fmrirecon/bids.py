@@ -369,6 +369,8 @@ class StimulusResolver:
                           "name images relative to it")
         if relative in self.files:
             return relative, ""
+        if relative.startswith(f"{self.folder.name}/") and relative.split("/", 1)[1] in self.files:
+            return relative.split("/", 1)[1], ""  # written from the dataset root: stimuli/x.png
         matches = self._by_stem.get(relative, [])
         if len(matches) == 1:
             return matches[0], ""
@@ -425,8 +427,8 @@ def read_trials(path: str | Path, design: dict, resolver: StimulusResolver,
     design = design_settings(design)
     column = resolver.spec["column"]
     if not path.is_file():
-        collect.add(path, "events file missing; every run needs its _events.tsv "
-                    "(or leave the run's task/session out of design)")
+        collect.add(path, "events file missing; every run in a split needs its _events.tsv "
+                    "(or leave its task out with design.tasks, or its session out of the split)")
         return _done(collect, raise_now, before)
     try:
         events = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
@@ -437,6 +439,8 @@ def read_trials(path: str | Path, design: dict, resolver: StimulusResolver,
     except (OSError, ValueError, pd.errors.ParserError, UnicodeDecodeError) as err:
         collect.add(path, f"cannot read as a tab-separated table ({str(err).splitlines()[0]})")
         return _done(collect, raise_now, before)
+    events.columns = [str(c).strip() for c in events.columns]
+    events = events.apply(lambda values: values.str.strip())  # "2.0 " and " a.png" are 2.0 and a.png
     needed = ["onset", "duration", column] + ([design["split_column"]] if design["split_by"] == "column" else [])
     missing = [c for c in needed if c not in events.columns]
     if missing:
@@ -447,7 +451,6 @@ def read_trials(path: str | Path, design: dict, resolver: StimulusResolver,
     if events.empty:
         collect.add(path, "no events (header only); every run needs its stimulus trials")
         return _done(collect, raise_now, before)
-    events.columns = [str(c) for c in events.columns]
     events["_row"] = np.arange(len(events)) + 2  # line number in the file (header is 1)
 
     keep = ~_excluded(events, design["exclude"] or {}, path, "design.exclude", collect)
