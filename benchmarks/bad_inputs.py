@@ -10,8 +10,8 @@ layout without sessions that older code reads too:
 Per case: ``snakemake --dry-run`` first; a failure there stopped the run before any
 compute. Otherwise the study runs for real (``--cores 2``): it either finishes (the
 bad input went through: silent) or a job fails (in job). A message is *clear* when the
-console names the file or config key at fault (the case's first word) without a
-Python traceback. Prints the counts and writes one row per case.
+console names the file or config key at fault (the case's first word; for a failed job,
+in its error lines, not the input files Snakemake lists) without a Python traceback. Prints the counts and writes one row per case.
 """
 
 from __future__ import annotations
@@ -59,9 +59,10 @@ def attempt(repo: Path, name, change, words) -> dict:
             rc, out = snakemake(repo, work)
             stage = "finished" if rc == 0 else "in_job"
         culprit = words_in_layout(words)[0]
-        named = culprit in out
-        raw = "Traceback (most recent call last)" in out
         lines = [line for line in out.splitlines() if "rror" in line]
+        # a failed job's console block lists its input files: only its error lines count
+        named = culprit in ("\n".join(lines) if stage == "in_job" else out)
+        raw = "Traceback (most recent call last)" in out
         return {"case": name, "stage": stage, "clear": stage != "finished" and named and not raw,
                 "named": named, "traceback": raw, "seconds": round(time.time() - start, 1),
                 "message": (lines[0] if lines else "")[:200]}
