@@ -150,7 +150,9 @@ def test_read_trials_splits_by_column_and_drops_rows_by_rule(tmp_path):
     trials = read_trials(_events(tmp_path / "x_events.tsv", rows), design, resolver,
                          splits=run_splits({"task": "x"}, design), counts=counts)
     assert trials[["onset", "split"]].values.tolist() == [[4.0, "train"], [12.0, "test"]]
-    assert counts == {"excluded": 2, "no_stimulus": 0, "no_split": 1}
+    assert counts == {"excluded": 2, "no_stimulus": 0, "no_split": 1, "modelled": 2}
+    # the one-back and the practice trial showed an image: the GLM models them (not the fixation)
+    assert sorted(trials.attrs["nuisance"]) == [(8.0, 2.0), (16.0, 2.0)]
     # splits by session label: globs and regular expressions
     design = {"split_by": "session", "train_sessions": ["perceptionTraining*"],
               "test_sessions": ["re:perceptionTest0[12]"]}

@@ -265,3 +265,42 @@ def test_closed_forms_match_run_glm():
         _, res = run_glm(Y, Xi.to_numpy(), noise_model="ols")
         np.testing.assert_allclose(lss[i], res[0.0].theta[Xi.columns.get_loc("target")],
                                    rtol=1e-9, atol=1e-9)
+
+
+def test_images_shown_outside_the_trials_are_modelled_not_left_in_the_residual(tmp_path):
+    """A one-back repetition (excluded from the trials by design.exclude) still drove the
+    BOLD: modelled as a nuisance regressor, it does not leak into its neighbours' betas."""
+    rng = np.random.default_rng(5)
+    (tmp_path / "stimuli").mkdir()
+    onsets = 6.0 + 12.0 * np.arange(12)
+    amps = rng.uniform(1.0, 3.0, 12)
+    repeats = onsets[[2, 5, 8]] + 5.0  # a strong response 5 s after three trials
+    frame_times = np.arange(N_VOLS * 2) * TR
+    response = np.zeros(len(frame_times))
+    for onset, amp in list(zip(onsets, amps)) + [(o, 4.0) for o in repeats]:
+        reg, _ = compute_regressor(np.array([[onset], [1.0], [amp]]), "glover", frame_times)
+        response += reg[:, 0]
+    mask = np.zeros(SHAPE, dtype=np.uint8)
+    mask[1:7, 1:7, 1:5] = 1
+    data = BASELINE + rng.normal(0, 0.5, (*SHAPE, len(frame_times)))
+    data[:4] += BASELINE / 100.0 * response
+    paths = derivative_paths(tmp_path / "prep", "01", "train", 1)
+    paths["bold"].parent.mkdir(parents=True)
+    nib.Nifti1Image(data.astype(np.float32), np.eye(4)).to_filename(paths["bold"])
+    nib.Nifti1Image(mask, np.eye(4)).to_filename(paths["mask"])
+    rows = [dict(onset=o, duration=1.0, event_type=1, stim_file=f"s{i}.png") for i, o in enumerate(onsets)]
+    rows += [dict(onset=o, duration=1.0, event_type=2, stim_file=f"s{i}.png") for i, o in zip((2, 5, 8), repeats)]
+    for i in range(12):
+        (tmp_path / "stimuli" / f"s{i}.png").write_bytes(b"x")
+    pd.DataFrame(rows).to_csv(tmp_path / "events.tsv", sep="\t", index=False)
+    run = {"bold": paths["bold"], "mask": paths["mask"], "confounds": None, "events": tmp_path / "events.tsv",
+           "task": "train", "run": 1, "tr": TR, "splits": ["train"],
+           "design": {"exclude": {"event_type": [2]}},
+           "stimuli": {"column": "stim_file", "folder": str(tmp_path / "stimuli"), "table": None}}
+    betas = single_trial_betas([run], SPLITS, confounds="none", progress=False)
+    assert len(betas.trials) == 12  # the repetitions are not trials
+    signal = betas.betas[:, betas.voxel_ijk[:, 0] < 4].mean(1)
+    error = np.abs(signal - amps)
+    # measured: 0.0x with the nuisance regressor; 0.5-1.3 on the trials before a
+    # repetition when it is left out of the model (the previous behaviour)
+    assert error.max() < 0.2, error

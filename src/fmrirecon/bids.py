@@ -395,7 +395,11 @@ def read_trials(path: str | Path, design: dict, resolver: StimulusResolver,
 
     Rows matching ``design.exclude`` (column -> values, e.g. ``{trial_type: [rest]}``)
     and rows without a stimulus id are not stimulus trials and are dropped; with
-    ``design.split_by: column`` rows whose value is in no split are dropped too.
+    ``design.split_by: column`` rows whose value is in no split are dropped too. Dropped
+    rows that still name an image (one-back repetitions, cues, practice trials: something
+    was on the screen) are returned in ``attrs["nuisance"]`` (``(onset, duration)`` pairs):
+    the GLM models them together as one regressor, so that their responses do not leak
+    into the trials' betas.
 
     Parameters
     ----------
@@ -419,7 +423,8 @@ def read_trials(path: str | Path, design: dict, resolver: StimulusResolver,
     -------
     DataFrame or None
         ``onset``, ``duration`` (float), ``stim_id``, ``stim_file`` (relative to the
-        stimuli folder), ``split``, sorted by onset; None when the file has problems.
+        stimuli folder), ``split``, sorted by onset, with ``attrs["nuisance"]``; None
+        when the file has problems.
     """
     collect, raise_now = _first_problem(problems)
     before = len(collect)
@@ -456,8 +461,10 @@ def read_trials(path: str | Path, design: dict, resolver: StimulusResolver,
     keep = ~_excluded(events, design["exclude"] or {}, path, "design.exclude", collect)
     n_excluded = int((~keep).sum())
     stim = events[column].str.strip()
-    no_stim = stim.isin(["", "n/a", "nan", "NaN"]).to_numpy() & keep
+    named = ~stim.isin(["", "n/a", "nan", "NaN"]).to_numpy()
+    no_stim = ~named & keep
     keep &= ~no_stim
+    shown = events[named & ~keep]  # excluded rows that put an image on the screen
     trials = events[keep].copy()
     trials[column] = trials[column].str.strip()
 
@@ -465,6 +472,7 @@ def read_trials(path: str | Path, design: dict, resolver: StimulusResolver,
         value_split = {str(v): s for s, values in design["split_values"].items() for v in values}
         trials["split"] = trials[design["split_column"]].str.strip().map(value_split)
         n_no_split = int(trials["split"].isna().sum())
+        shown = pd.concat([shown, trials[trials["split"].isna()]])
         trials = trials[trials["split"].notna()]
     else:
         n_no_split = 0
@@ -473,6 +481,7 @@ def read_trials(path: str | Path, design: dict, resolver: StimulusResolver,
         drop = (trials["split"] == split).to_numpy() & _excluded(
             trials, rules, path, f"design.exclude_split.{split}", collect)
         n_excluded += int(drop.sum())
+        shown = pd.concat([shown, trials[drop]])
         trials = trials[~drop]
     if counts is not None:
         counts["excluded"] = counts.get("excluded", 0) + n_excluded
@@ -529,7 +538,16 @@ def read_trials(path: str | Path, design: dict, resolver: StimulusResolver,
         "stim_id": trials[column].to_numpy(str), "stim_file": np.asarray(files, dtype=str),
         "split": trials["split"].to_numpy(object),
     })
-    return out.sort_values("onset", kind="stable").reset_index(drop=True)
+    out = out.sort_values("onset", kind="stable").reset_index(drop=True)
+    onset, duration = _numeric(shown["onset"]), _numeric(shown["duration"])
+    valid = (onset >= 0) & (duration >= 0)  # other rows are not trials: no need to refuse them
+    if n_volumes is not None and tr is not None and np.isfinite(tr) and tr > 0:
+        valid &= onset < n_volumes * tr
+    # a tuple: pandas compares attrs when it concatenates frames
+    out.attrs["nuisance"] = tuple(zip(onset[valid].astype(float), duration[valid].astype(float)))
+    if counts is not None:
+        counts["modelled"] = counts.get("modelled", 0) + int(valid.sum())
+    return out
 
 
 def _excluded(events: pd.DataFrame, rules: dict, path, key: str, collect: Problems) -> np.ndarray:

@@ -194,10 +194,17 @@ def _run_betas(run, events, Y, method, hrf_model, high_pass, noise_model, confou
     if confounds is not None:
         add = {"add_regs": confounds.to_numpy(), "add_reg_names": list(confounds.columns)}
 
+    # images shown that are not trials (read_trials' attrs["nuisance"]): one regressor
+    shown = events.attrs.get("nuisance")
+    shown = pd.DataFrame(list(shown), columns=["onset", "duration"]).assign(
+        trial_type="nuisance") if shown else None
+
     def design(trial_types):
         frame = pd.DataFrame(
             {"onset": events["onset"], "duration": events["duration"], "trial_type": trial_types}
         )
+        if shown is not None:
+            frame = pd.concat([frame, shown[["onset", "duration", "trial_type"]]], ignore_index=True)
         with warnings.catch_warnings():
             # trials near the end of a run have partial HRFs; nilearn warns, harmlessly
             warnings.simplefilter("ignore", UserWarning)
@@ -419,9 +426,11 @@ def load_run(run: dict, mask, mask_ref, mask_name, confounds: str):
 
         events = read_trials(run["events"], run["design"], _resolver(run["stimuli"]),
                              splits=run.get("splits"), n_volumes=n_scans, tr=tr)
+        nuisance = events.attrs["nuisance"]
         # trial_table prefers these to the columns its callers assign per run
         events = events.rename(columns={"split": "trial_split"}).assign(
             session=str(run.get("session") or ""))
+        events.attrs["nuisance"] = nuisance  # images shown outside the trials (_run_betas)
     else:
         events = load_trial_events(run["events"], n_scans, tr)
     conf = _confounds(run, confounds)

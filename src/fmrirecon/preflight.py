@@ -279,11 +279,14 @@ def preflight(manifest: pd.DataFrame, *, bids_dir, results_dir, design: dict, st
         tasks = sorted({f"{r.session or '-'}/{r.task}" for r in skipped})
         result.lines.append(f"{len(skipped)} run(s) in no split skipped (session/task: "
                             f"{', '.join(tasks[:6])}{' ...' if len(tasks) > 6 else ''})")
-    dropped = {k: v for k, v in counts.items() if v}
+    reasons = {"excluded": "by design.exclude", "no_stimulus": "without a stimulus",
+               "no_split": "in no split"}
+    dropped = {k: counts.get(k, 0) for k in reasons if counts.get(k, 0)}
     if dropped:
-        result.lines.append("events rows that are not stimulus trials, dropped: " + ", ".join(
-            f"{v} {dict(excluded='by design.exclude', no_stimulus='without a stimulus', no_split='in no split')[k]}"
-            for k, v in dropped.items()))
+        result.lines.append(
+            "events rows that are not stimulus trials: " + ", ".join(f"{v} {reasons[k]}" for k, v in dropped.items())
+            + (f"; {counts['modelled']} of them showed an image, modelled as one nuisance regressor in the GLM"
+               if counts.get("modelled") else ""))
     problems.raise_if_any()
     return result
 
