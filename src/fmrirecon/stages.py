@@ -133,19 +133,43 @@ def reconstruct(model_path, betas_path, trials_path, voxels_path, stimuli_dir, s
     Path(out_extra).write_text(json.dumps(extra, indent=2, default=float) + "\n")
 
 
-def evaluate(recon_npz, extra_json, settings: dict, seed: int, out_tsv, out_json) -> None:
-    """Metrics of one reconstruction file (see :func:`fmrirecon.evaluation.evaluate`)
-    plus the method's own metrics computed at reconstruction."""
+def training_images(trials_path, stimuli_dir, images: dict) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct images of the training trials (sorted stim_files) and their names."""
+    trials = pd.read_csv(trials_path, sep="\t", dtype={"stim_file": str})
+    missing = {"split", "stim_file"} - set(trials.columns)
+    if missing:
+        raise ValueError(f"{trials_path}: no column(s) {sorted(missing)}")
+    names = np.array(sorted(set(trials.loc[trials["split"] == "train", "stim_file"])), dtype=str)
+    if len(names) == 0:
+        raise ValueError(f"{trials_path}: no training trials for the baselines")
+    return load_stimuli(stimuli_dir, names, images["size"], images["channels"]), names
+
+
+def evaluate(recon_npz, extra_json, settings: dict, seed: int, out_tsv, out_json,
+             trials_path=None, stimuli_dir=None, images: dict | None = None) -> None:
+    """Metrics of one reconstruction file and of its baselines (see
+    :func:`fmrirecon.evaluation.evaluate`) plus the method's own metrics computed at
+    reconstruction. With ``trials_path``, ``stimuli_dir`` and ``images``, the training
+    images give the mean-image and retrieval baselines."""
     from .evaluation import evaluate as run, write_evaluation
 
     data = np.load(recon_npz)
+    train, names = (training_images(trials_path, stimuli_dir, images)
+                    if trials_path is not None else (None, None))
     per_image, summary = run(data["images"], data["true"], data["stim_file"],
-                             n_way=tuple(settings["n_way"]), n_boot=settings["n_boot"], seed=seed)
+                             n_way=tuple(settings["n_way"]), n_boot=settings["n_boot"], seed=seed,
+                             train_images=train, train_stim_files=names)
     extra = json.loads(Path(extra_json).read_text())
     clash = set(extra) & set(summary)
     if clash:
         raise ValueError(f"{extra_json}: method metrics {sorted(clash)} shadow standard ones")
     write_evaluation(per_image, {**summary, **extra}, out_tsv, out_json)
+    for metric in ("pixcorr", "ssim", "ident2"):
+        entry = summary[metric]
+        baselines = ", ".join(f"{name} {b['mean']:.3f}" for name, b in entry["baselines"].items())
+        log.info("%s %.3f [%.3f, %.3f] on %d images at %d px; baselines: %s", metric,
+                 entry["mean"], entry["ci_low"], entry["ci_high"], len(per_image),
+                 data["images"].shape[1], baselines)
 
 
 def classify(betas_path, trials_path, voxels_path, stimuli_dir, settings: dict, seed: int,

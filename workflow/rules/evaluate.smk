@@ -5,11 +5,15 @@ rule evaluate:
     input:
         recon=rules.reconstruct.output.recon,
         extra=rules.reconstruct.output.extra,
+        # the training images: mean-image and retrieval baselines
+        trials=betas_files("{subject}")["trials"],
+        stimuli=STIMULI,
     output:
         metrics=OUT / "sub-{subject}" / "eval" / "sub-{subject}_desc-{method}{split}_metrics.tsv",
         summary=OUT / "sub-{subject}" / "eval" / "sub-{subject}_desc-{method}{split}_summary.json",
     params:
         settings=config["evaluation"],
+        images=config["images"],
         seed=config["seed"],
     log:
         LOGS / "evaluate" / "sub-{subject}_desc-{method}{split}.log",
