@@ -223,7 +223,8 @@ def test_evaluate_write_read_round_trip(tmp_path):
                                        "nway20", "pixcorr_shuffled", "ssim_shuffled"]
     assert per_image["stim_file"].tolist() == stims
     np.testing.assert_allclose(per_image["pixcorr"], pixcorr(recon, true))
-    assert set(summary) == {"pixcorr", "ssim", "ident2", "nway"}
+    assert set(summary) == {"pixcorr", "ssim", "ident2", "nway", "images"}
+    assert summary["images"] == {"n": 12, "height": 10, "width": 10, "channels": 1, "n_train": None}
     assert set(summary["nway"]) == {"2", "5", "20"}
     entries = [summary[m] for m in ("pixcorr", "ssim", "ident2")] + list(summary["nway"].values())
     for entry in entries:
@@ -245,6 +246,7 @@ def test_evaluate_write_read_round_trip(tmp_path):
     assert raw["nway"]["20"]["mean"] is None
     back = read_summary(js)
     assert back.keys() == summary.keys() and back["nway"].keys() == summary["nway"].keys()
+    assert back["images"] == summary["images"]
     for metric in ("pixcorr", "ssim", "ident2"):
         _same(back[metric], summary[metric], metric)
     for n in summary["nway"]:

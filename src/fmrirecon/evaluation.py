@@ -580,6 +580,10 @@ def evaluate(
 
     summary = {name: entry(name, CHANCE[name]) for name in METRICS}
     summary["nway"] = {str(n): entry(f"nway{n}", 1.0 / n) for n in n_way}
+    # what was scored: the resolution goes into every header of the report
+    summary["images"] = {"n": len(recon), "height": recon.shape[1], "width": recon.shape[2],
+                         "channels": recon.shape[3],
+                         "n_train": None if train_images is None else len(train_images)}
     return per_image, summary
 
 
@@ -628,6 +632,6 @@ def read_summary(path: str | Path) -> dict:
             out["baselines"] = {name: restore(b) for name, b in entry["baselines"].items()}
         return out
 
-    out = {k: restore(v) for k, v in summary.items() if k != "nway"}
+    out = {k: (restore(v) if k != "images" else v) for k, v in summary.items() if k != "nway"}
     out["nway"] = {n: restore(v) for n, v in summary.get("nway", {}).items()}
     return out

@@ -172,6 +172,49 @@ def evaluate(recon_npz, extra_json, settings: dict, seed: int, out_tsv, out_json
                  data["images"].shape[1], baselines)
 
 
+def field_metrics(recon_paths: dict, trials_path, stimuli_dir, images: dict, evaluation: dict,
+                  seed: int, out_tsv, out_json) -> None:
+    """The NSD papers' metric table of every method on one subject's split
+    (:func:`fmrirecon.perceptual_metrics.field_metrics`), with its baselines.
+
+    ``recon_paths`` maps each method to its ``_recon.npz``; all must hold the same test
+    images in the same order.
+    """
+    from .devices import select_device
+    from .evaluation import _nan_to_none
+    from .perceptual_metrics import field_metrics as run
+
+    settings = evaluation["field_metrics"]
+    recons, first = {}, None
+    for method, path in recon_paths.items():
+        data = np.load(path)
+        if first is None:
+            first, true, stim_files = path, data["true"], data["stim_file"]
+        elif not np.array_equal(data["stim_file"], stim_files):
+            raise ValueError(f"{path}: test images differ from those of {first} (same split, same subject)")
+        recons[method] = data["images"]
+    train, _ = training_images(trials_path, stimuli_dir, images)
+    per_image, summary = run(recons, true, stim_files, train_images=train,
+                             networks=settings["networks"], n_boot=evaluation["n_boot"], seed=seed,
+                             n_shuffles=settings["n_shuffles"], device=str(select_device(settings["device"])))
+    per_image.to_csv(out_tsv, sep="\t", index=False, na_rep="n/a")
+    Path(out_json).write_text(json.dumps(_nan_to_none(summary), indent=2) + "\n")
+    missing = [name for name, status in summary["networks"].items() if not status["found"]]
+    log.info("field metrics of %s on %d images; no weights for %s", ", ".join(recons), len(true),
+             ", ".join(missing) or "none")
+
+
+def quality(betas_path, trials_path, voxels_path, out_json, out_figures: dict,
+            runs: list[dict] | None = None, glm: dict | None = None,
+            train_tasks: list[str] | None = None) -> None:
+    """Data quality of one subject: counts, warnings and figures
+    (:func:`fmrirecon.quality.subject_quality`)."""
+    from .quality import subject_quality
+
+    subject_quality(betas_path, trials_path, voxels_path, out_json, out_figures,
+                    runs=runs or None, glm=glm, train_tasks=train_tasks)
+
+
 def classify(betas_path, trials_path, voxels_path, stimuli_dir, settings: dict, seed: int,
              n_boot: int, out_tsv, out_json) -> None:
     """Decode a stimulus attribute (config ``classify.label``, a column of
