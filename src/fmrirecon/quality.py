@@ -315,10 +315,12 @@ def subject_quality(betas_path, trials_path, voxels_path, out_json, out_figures:
                     out_figures["noiseceiling"], max(ceil_max, 1e-3), "inferno")
         fig, summary["motion"] = _motion_figure(runs)
         _save(fig, out_figures["motion"])
-        for m in summary["motion"]:
-            if m["fd_max"] is not None and m["outliers"]:
-                warn.append(f"{m['run']}: {m['outliers']} volume(s) with FD > {FD_THRESHOLD} mm "
-                            f"(max {m['fd_max']:.2f} mm)")
+        moved = [m for m in summary["motion"] if m["fd_max"] is not None and m["outliers"]]
+        if moved:
+            worst = max(moved, key=lambda m: m["fd_max"])
+            warn.append(f"{len(moved)} of {len(runs)} runs have volumes with FD > {FD_THRESHOLD} mm "
+                        f"({sum(m['outliers'] for m in moved)} volumes; worst {worst['run']}, "
+                        f"{worst['fd_max']:.2f} mm): no volume is censored, motion regressors only")
         design_fig = plotting.plot_design_matrix(design)
         design_fig.figure.set_size_inches(11, 4.5)
         design_fig.set_title(f"LSA design, {train[0]['task']} run {train[0]['run']} "

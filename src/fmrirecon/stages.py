@@ -248,29 +248,34 @@ def classify(betas_path, trials_path, voxels_path, stimuli_dir, settings: dict, 
              summary["accuracy"]["chance"])
 
 
-def report(summary_paths, grid_paths, history_paths, config: dict, out_html, out_tsv,
-           betas_paths: dict | None = None, classification_paths=(),
-           named_histories: dict | None = None, benchmark_dir=None) -> None:
+def report(evaluations: list[dict], config: dict, out_html, out_tsv, *, field=(), quality=(),
+           curves=(), classifications=(), betas_paths: dict | None = None, benchmark_dir=None,
+           what_ran: dict | None = None, defaults: dict | None = None, run_info=None,
+           repository=None) -> None:
     """The aggregated HTML report and the long metrics table.
 
+    Every input is a structured record built by the workflow (``report.smk``), see
+    :mod:`fmrirecon.report`: ``evaluations`` (subject, method, split -> summary JSON,
+    per-image metrics TSV, recon NPZ), ``field`` (subject, split -> the field's table),
+    ``quality`` (subject -> summary JSON and figures), ``curves`` (label -> training
+    curves TSV), ``classifications`` (subject, classifier -> JSON and per-item TSV).
     ``betas_paths`` (subject -> betas HDF5) adds the reliability of each step of the
-    ``denoised`` GLM; ``classification_paths`` (``sub-<s>_desc-<classifier>
-    _classification.json`` of :func:`classify`) add the classification accuracies;
-    ``named_histories`` (label -> curves TSV) adds training curves of shared models,
-    such as the generator; ``benchmark_dir`` (the jobs' Snakemake benchmark files) adds
-    each stage's wall time and peak memory.
+    ``denoised`` GLM; ``benchmark_dir`` (the jobs' Snakemake benchmark files) adds
+    each stage's wall time and peak memory; ``what_ran``, ``defaults``, ``run_info``
+    and ``repository`` give the provenance header (:func:`fmrirecon.report.provenance`).
     """
     from .report import (build_report, classification_metrics, classification_section,
-                         collect_metrics, index_by_name, resources_section,
-                         training_curves_section, write_metrics_table)
+                         collect_metrics, provenance, resources_section, training_curves_section,
+                         write_metrics_table)
 
-    metrics = collect_metrics(summary_paths)
-    classified = classification_metrics(classification_paths)
+    evaluations, field, quality = list(evaluations), list(field), list(quality)
+    metrics = collect_metrics(evaluations, field)
+    classified = classification_metrics(classifications)
     if len(classified):
         # (pandas deprecates empty frames in concat: their dtypes may not be kept)
-        metrics = pd.concat([metrics, classified], ignore_index=True)
+        metrics = pd.concat([metrics, classified], ignore_index=True) if len(metrics) else classified
     write_metrics_table(metrics, out_tsv)
-    sections = [classification_section(classification_paths), training_curves_section(history_paths, named_histories)]
+    sections = [classification_section(classifications), training_curves_section(curves)]
     if betas_paths:
         from .glm_denoise import reliability_by_step
 
@@ -279,9 +284,12 @@ def report(summary_paths, grid_paths, history_paths, config: dict, out_html, out
                      {"title": "Single-trial reliability by GLM step (medians)", "table": table}]
     if benchmark_dir is not None:
         sections.append(resources_section(benchmark_dir))
-    build_report(metrics, index_by_name(grid_paths), config, Path(out_html),
-                 extra_sections=[s for s in sections if s is not None],
-                 title=config["report"]["title"])
+    info = provenance(what_ran or {}, config, defaults, run_info, repository)
+    out = build_report(evaluations, config, Path(out_html), metrics=metrics, field=field, quality=quality,
+                       provenance_info=info, extra_sections=[s for s in sections if s is not None],
+                       title=config["report"]["title"])
+    log.info("%d evaluations, %d field tables, %d quality summaries; %d metric rows; report %s",
+             len(evaluations), len(field), len(quality), len(metrics), out)
 
 
 def derivatives_description(out_json, kind: str = "fmrirecon") -> None:
