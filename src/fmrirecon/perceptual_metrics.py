@@ -131,6 +131,47 @@ def weights_status(paths: Mapping[str, str | None] | None = None) -> dict[str, d
     return out
 
 
+def _cpu_float32(model) -> None:
+    """Make OpenAI's TorchScript CLIP run on the CPU in float32.
+
+    The archive was traced on a GPU in half precision: its graphs hold "cuda" device
+    constants and casts to float16. As the ``clip`` package does when it loads the
+    archive on a CPU, these constants are replaced by a CPU device and float32.
+    """
+    import torch
+
+    device_holder = torch.jit.trace(lambda: torch.ones([]).to(torch.device("cpu")), example_inputs=[])
+    device_node = [n for n in device_holder.graph.findAllNodes("prim::Constant") if "Device" in repr(n)][-1]
+    float_holder = torch.jit.trace(lambda: torch.ones([]).float(), example_inputs=[])
+    float_node = float_holder.graph.findNode("aten::to").inputsAt(1).node()
+
+    def value(node):
+        # a constant node's value, across torch versions (no node["value"] any more)
+        return getattr(node, node.kindOf("value"))("value")
+
+    def graphs(module):
+        out = [module.graph] if hasattr(module, "graph") else []
+        if hasattr(module, "forward1"):
+            out.append(module.forward1.graph)
+        return out
+
+    def patch(module):
+        for graph in graphs(module):
+            for node in graph.findAllNodes("prim::Constant"):
+                if "value" in node.attributeNames() and str(value(node)).startswith("cuda"):
+                    node.copyAttributes(device_node)
+            for node in graph.findAllNodes("aten::to"):
+                inputs = list(node.inputs())
+                for i in (1, 2):  # dtype is the second or third input; 5 is float16
+                    if i < len(inputs) and inputs[i].node().kind() == "prim::Constant" \
+                            and "value" in inputs[i].node().attributeNames() and value(inputs[i].node()) == 5:
+                        inputs[i].node().copyAttributes(float_node)
+
+    model.apply(patch)
+    patch(model.encode_image)
+    model.float()
+
+
 def load_network(network: str, path: str | Path):
     """The network ``network`` with the weights at ``path``, in eval mode, as a function
     images -> {layer: features}.
@@ -152,6 +193,7 @@ def load_network(network: str, path: str | Path):
             raise ValueError(f"{path}: not a CLIP TorchScript archive ({err})") from err
         if not hasattr(model, "encode_image"):
             raise ValueError(f"{path}: the archive has no encode_image (not a CLIP model)")
+        _cpu_float32(model)
         return lambda x: {"image embedding": model.encode_image(x).float()}
     if network == "swav":
         import torchvision

@@ -36,12 +36,13 @@ BOLD_FIGURES = {
     "brain": "Mean EPI of the first run with the brain mask (red) and the selected voxels (green).",
     "reliability": "Split-half reliability of each voxel over the mean EPI; green: the selected voxels.",
     "noiseceiling": "Noise ceiling (% of variance explainable, NSD definition) over the mean EPI.",
-    "histograms": "Reliability, noise ceiling and single-trial R2 of every voxel; selected voxels in green.",
+    "histograms": "Reliability, noise ceiling and single-trial partial R2 (variance left by confounds and drifts that the trials explain) of every voxel; selected voxels in green.",
     "motion": "Framewise displacement and translations of every run (fMRIPrep confounds).",
     "design": "The single-trial (LSA) design matrix of the first training run.",
 }
 #: Figures of imported betas (no BOLD, no voxel grid to draw).
-BETAS_FIGURES = {"histograms": BOLD_FIGURES["histograms"]}
+BETAS_FIGURES = {"histograms": "Reliability and noise ceiling of every voxel; selected voxels in green "
+                               "(imported betas: no BOLD, so no maps, motion or design)."}
 
 #: Framewise displacement (mm) above which a volume counts as a motion outlier
 #: (Power et al. 2012's 0.5 mm).
@@ -186,8 +187,10 @@ def single_trial_fit(run: dict, glm: dict, mask_runs: list[dict]) -> tuple[pd.Da
     r2_full : ndarray, shape (n_voxels,)
         R2 of the whole model (trials, confounds, drifts) per in-mask voxel.
     r2_trials : ndarray, shape (n_voxels,)
-        Variance explained by the trial regressors beyond the nuisance regressors,
-        ``(RSS_nuisance - RSS_full) / TSS``.
+        Partial R2 of the trial regressors: the fraction of the variance left by the
+        nuisance regressors (confounds, drifts) that the trials explain,
+        ``(RSS_nuisance - RSS_full) / RSS_nuisance``. With k trials in n volumes a
+        voxel of pure noise scores about k / (n - nuisance regressors).
     """
     from nilearn.glm.first_level import make_first_level_design_matrix
 
@@ -212,8 +215,9 @@ def single_trial_fit(run: dict, glm: dict, mask_runs: list[dict]) -> tuple[pd.Da
 
     tss = ((Y - Y.mean(axis=0)) ** 2).sum(axis=0)
     tss = np.where(tss > 0, tss, np.nan)
-    full = rss(X)
-    return design, 1.0 - full / tss, (rss(nuisance) - full) / tss
+    full, reduced = rss(X), rss(nuisance)
+    reduced = np.where(reduced > 0, reduced, np.nan)
+    return design, 1.0 - full / tss, (reduced - full) / reduced
 
 
 def subject_quality(betas_path, trials_path, voxels_path, out_json, out_figures: dict,
@@ -292,7 +296,7 @@ def subject_quality(betas_path, trials_path, voxels_path, out_json, out_figures:
         summary["r2_trials"] = {"all": _describe(r2_cols), "selected": _describe(r2_cols[selected]),
                                 "run": f"{train[0]['task']} run {train[0]['run']}",
                                 "r2_full_median": float(np.nanmedian(r2_full))}
-        panels.append((f"single-trial R2 ({train[0]['task']} run {train[0]['run']})", r2_cols))
+        panels.append((f"single-trial partial R2 ({train[0]['task']} run {train[0]['run']})", r2_cols))
 
         from nilearn import plotting
         from nilearn.image import mean_img
@@ -302,7 +306,7 @@ def subject_quality(betas_path, trials_path, voxels_path, out_json, out_figures:
         selected_img = nib.load(voxels_path)
         display = plotting.plot_epi(mean_epi, display_mode="z", cut_coords=5, cmap="gray",
                                     title="mean EPI, brain mask, selected voxels", draw_cross=False,
-                                    annotate=False, black_bg=True)
+                                    annotate=False, black_bg=True, colorbar=False)
         display.add_contours(mask_img, levels=[0.5], colors="red", linewidths=1.0)
         display.add_contours(selected_img, levels=[0.5], colors="lime", linewidths=1.0)
         display.savefig(str(out_figures["brain"]), dpi=100)

@@ -804,7 +804,7 @@ def _quality_sections(quality: list[Mapping]) -> tuple[list[dict], list[str]]:
         ]
         if "r2_trials" in summary:
             r2 = summary["r2_trials"]
-            facts.append((f"median single-trial R2, {r2['run']} (all / kept; whole model: "
+            facts.append((f"median single-trial partial R2, {r2['run']} (all / kept; whole model R2: "
                           f"{_fmt(r2['r2_full_median'])})",
                           f"{_fmt(r2['all']['median'])} / {_fmt(r2['selected']['median'])}"))
         motion = [m for m in summary.get("motion", []) if m.get("fd_mean") is not None]

@@ -63,6 +63,35 @@ def method_class(name: str, settings: dict) -> type[ReconstructionMethod]:
     return get_method(implementation(name, settings))
 
 
+def describe_fit(model, name: str = "model") -> None:
+    """Log what a fitted method decided: each ridge decoder's penalties and CV scores.
+
+    Looks for decoders among the model's attributes (objects with ``best_alphas_``
+    and ``cv_scores_``, :class:`fmrirecon.decoding.RidgeDecoder`).
+    """
+    for attr, value in sorted(vars(model).items()):
+        if hasattr(value, "best_alphas_") and hasattr(value, "cv_scores_"):
+            alphas = np.asarray(value.best_alphas_, dtype=float)
+            scores = np.asarray(value.cv_scores_, dtype=float)
+            grid = np.asarray(getattr(value, "alphas", alphas), dtype=float)
+            edge = int(np.sum((alphas == grid.min()) | (alphas == grid.max())))
+            log.info("%s.%s: %d targets; penalty per target median %.3g (%.3g to %.3g; %d at the "
+                     "grid's edge %.3g/%.3g); CV R2 median %.3f (10th-90th percentile %.3f to %.3f)",
+                     name, attr, len(alphas), np.median(alphas), alphas.min(), alphas.max(), edge,
+                     grid.min(), grid.max(), np.nanmedian(scores), np.nanpercentile(scores, 10),
+                     np.nanpercentile(scores, 90))
+        elif attr.endswith("_") and hasattr(value, "__dict__") and not isinstance(value, type) \
+                and any(hasattr(v, "best_alphas_") for v in vars(value).values()):
+            describe_fit(value, f"{name}.{attr}")
+    history = model.training_history() if hasattr(model, "training_history") else None
+    if history is not None and len(history):
+        last = history.iloc[-1]
+        losses = {k: v for k, v in last.items() if k not in ("epoch", "seconds", "phase", "variant")
+                  and isinstance(v, (int, float, np.number)) and np.isfinite(v)}
+        log.info("%s: %d epochs logged; last: %s", name, len(history),
+                 ", ".join(f"{k} {v:.4g}" for k, v in losses.items()))
+
+
 def fit_method(betas_path, trials_path, voxels_path, stimuli_dir, method: str,
                settings: dict, images: dict, seed: int, out_model, out_history,
                work_dir=None) -> ReconstructionMethod:
@@ -95,6 +124,7 @@ def fit_method(betas_path, trials_path, voxels_path, stimuli_dir, method: str,
     model = cls(seed=seed, **params)
     model.fit(train.betas[:, columns], targets, groups=groups, **extra)
     model.save(out_model)
+    describe_fit(model)
     history = model.training_history()
     (history if history is not None else pd.DataFrame(columns=["epoch"])).to_csv(
         out_history, sep="\t", index=False, na_rep="n/a")
@@ -114,6 +144,10 @@ def reconstruct(model_path, betas_path, trials_path, voxels_path, stimuli_dir, s
     averaged, stim_files = data.average_repeats()
     recon = model.reconstruct(averaged[:, columns])
     decoded = model.decode(averaged[:, columns])
+    log.info("reconstructed %d %s images (%d trials averaged over repeats) from %d voxels; pixel SD "
+             "%.3f (shown images %.3f)", len(recon), split, len(data.trials), columns.sum(),
+             float(np.mean([r.std() for r in recon])), float(np.mean([t.std() for t in load_stimuli(
+                 stimuli_dir, stim_files, images["size"], images["channels"])])))
     true = load_stimuli(stimuli_dir, stim_files, images["size"], images["channels"])
     np.savez_compressed(out_npz, images=recon.astype(np.float32), true=true,
                         stim_file=stim_files, decoded=np.asarray(decoded, dtype=np.float32))
