@@ -173,3 +173,19 @@ def test_inception_and_efficientnet_run_at_their_resolutions(torch_home):
     _, summary = field_metrics({"self": true}, true, list("abcd"), n_boot=100)
     assert summary["methods"]["self"]["inception"]["mean"] == 1.0
     assert summary["methods"]["self"]["effnet"]["mean"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_without_weights_torch_is_not_even_imported(tmp_path):
+    # a run without network weights (the demo) spends no time loading torch
+    import subprocess
+    import sys
+
+    code = ("import sys, numpy as np\n"
+            "from fmrirecon.perceptual_metrics import field_metrics\n"
+            "x = np.random.default_rng(0).random((4, 8, 8, 1))\n"
+            "field_metrics({'m': x}, x, list('abcd'), n_boot=50)\n"
+            "print('torch' in sys.modules)\n")
+    env = {**__import__("os").environ, "TORCH_HOME": str(tmp_path), "HOME": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"

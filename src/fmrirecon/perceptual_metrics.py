@@ -44,6 +44,7 @@ from typing import Mapping
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 
 from .evaluation import (_check_pair, _child_rng, _interval, correlation_matrix,
                          identification_2way, nearest_training_image, mean_image_baseline,
@@ -93,18 +94,24 @@ FIELD_METRICS = {
 }
 
 
+def torch_hub_dir() -> Path:
+    """torch.hub's folder, as ``torch.hub.get_dir()`` finds it (``$TORCH_HOME/hub``,
+    else ``$XDG_CACHE_HOME/torch/hub``, else ``~/.cache/torch/hub``), without importing
+    torch (seconds that a run without network weights need not spend)."""
+    home = os.getenv("TORCH_HOME", os.path.join(os.getenv("XDG_CACHE_HOME", "~/.cache"), "torch"))
+    return Path(os.path.expanduser(home)) / "hub"
+
+
 def default_weights_path(network: str) -> Path:
     """Where the standard tools cache the weights of ``network`` (see :data:`NETWORKS`).
 
-    torchvision and torch.hub: ``torch.hub.get_dir()/checkpoints/<file>`` (honours
-    ``$TORCH_HOME``); OpenAI CLIP: ``~/.cache/clip/<file>``.
+    torchvision and torch.hub: ``<torch hub dir>/checkpoints/<file>`` (honours
+    ``$TORCH_HOME``, :func:`torch_hub_dir`); OpenAI CLIP: ``~/.cache/clip/<file>``.
     """
     spec = NETWORKS[network]
     if spec["cache"] == "clip":
         return Path(os.path.expanduser("~/.cache/clip")) / spec["file"]
-    import torch
-
-    return Path(torch.hub.get_dir()) / "checkpoints" / spec["file"]
+    return torch_hub_dir() / "checkpoints" / spec["file"]
 
 
 def weights_status(paths: Mapping[str, str | None] | None = None) -> dict[str, dict]:
@@ -172,9 +179,9 @@ def _cpu_float32(model) -> None:
     model.float()
 
 
-def load_network(network: str, path: str | Path):
-    """The network ``network`` with the weights at ``path``, in eval mode, as a function
-    images -> {layer: features}.
+def load_network(network: str, path: str | Path, device: str = "cpu"):
+    """The network ``network`` with the weights at ``path``, in eval mode on ``device``,
+    as a function images -> {layer: features} (features back on the CPU).
 
     torchvision architectures are built by :func:`fmrirecon.features.build_network`
     from the state dict; SwAV's checkpoint (a DataParallel state dict with its
@@ -193,8 +200,9 @@ def load_network(network: str, path: str | Path):
             raise ValueError(f"{path}: not a CLIP TorchScript archive ({err})") from err
         if not hasattr(model, "encode_image"):
             raise ValueError(f"{path}: the archive has no encode_image (not a CLIP model)")
+        # OpenAI's archive runs on the CPU once patched (a GPU run would need it unpatched)
         _cpu_float32(model)
-        return lambda x: {"image embedding": model.encode_image(x).float()}
+        return lambda x: {"image embedding": model.encode_image(x.cpu()).float()}
     if network == "swav":
         import torchvision
 
@@ -215,8 +223,8 @@ def load_network(network: str, path: str | Path):
             # torchvision's pretrained Inception-v3 maps ImageNet-normalised input to
             # its own normalisation (transform_input=True when weights are given)
             model.transform_input = True
-    extractor = create_feature_extractor(model.eval(), return_nodes=layers).eval()
-    return lambda x: {k: v.float() for k, v in extractor(x).items()}
+    extractor = create_feature_extractor(model.eval(), return_nodes=layers).eval().to(device)
+    return lambda x: {k: v.float().cpu() for k, v in extractor(x.to(device)).items()}
 
 
 def _to_tensor(images: np.ndarray):
@@ -227,19 +235,28 @@ def _to_tensor(images: np.ndarray):
 
 
 def resize(images: np.ndarray, size: int) -> np.ndarray:
-    """Images ``(n, H, W, C)`` with the shorter side resized to ``size`` (bilinear,
-    antialiased: torchvision's ``Resize`` on tensors), channels kept."""
-    import torch
-    from torchvision.transforms.functional import InterpolationMode
-    from torchvision.transforms.functional import resize as tv_resize
+    """Images ``(n, H, W, C)`` with the shorter side resized to ``size``, channels kept.
 
-    x = torch.as_tensor(np.asarray(images, dtype=np.float32)).permute(0, 3, 1, 2)
-    out = tv_resize(x, size, interpolation=InterpolationMode.BILINEAR, antialias=True)
-    return out.permute(0, 2, 3, 1).numpy()
+    Bilinear, antialiased when shrinking: what torchvision's ``Resize`` does to tensors
+    (the papers' transform), computed with PIL on float images so that no network
+    library is loaded for the pixel metrics.
+    """
+    images = np.asarray(images, dtype=np.float32)
+    n, h, w, c = images.shape
+    scale = size / min(h, w)
+    new_h, new_w = (size, int(size * w / h)) if h <= w else (int(size * h / w), size)
+    if scale == 1:
+        return images.copy()
+    out = np.empty((n, new_h, new_w, c), dtype=np.float32)
+    for i in range(n):
+        for k in range(c):
+            band = Image.fromarray(images[i, :, :, k], mode="F")
+            out[i, :, :, k] = np.asarray(band.resize((new_w, new_h), Image.Resampling.BILINEAR))
+    return out
 
 
-def network_features(images: np.ndarray, network, size: int, norm, batch_size: int = 16,
-                     device: str = "cpu") -> dict[str, np.ndarray]:
+def network_features(images: np.ndarray, network, size: int, norm,
+                     batch_size: int = 16) -> dict[str, np.ndarray]:
     """Features of every layer of ``network`` (from :func:`load_network`), flattened.
 
     Images are resized to ``size`` and normalised with ``norm`` = (mean, std).
@@ -253,7 +270,7 @@ def network_features(images: np.ndarray, network, size: int, norm, batch_size: i
         for start in range(0, len(images), batch_size):
             x = _to_tensor(images[start:start + batch_size])
             x = tv_resize(x, size, interpolation=InterpolationMode.BILINEAR, antialias=True)
-            x = normalize(x, list(norm[0]), list(norm[1])).to(device)
+            x = normalize(x, list(norm[0]), list(norm[1]))
             for layer, value in network(x).items():
                 out.setdefault(layer, []).append(value.flatten(1).cpu().numpy().astype(np.float64))
     return {layer: np.concatenate(parts) for layer, parts in out.items()}
@@ -282,7 +299,7 @@ def field_metrics(
     n_boot: int = 2000,
     seed: int = 0,
     n_shuffles: int = 2,
-    device: str = "cpu",
+    device: str = "auto",
 ) -> tuple[pd.DataFrame, dict]:
     """The field's table for several methods on the same test images, with baselines.
 
@@ -308,7 +325,8 @@ def field_metrics(
         Wrong partners per image of the shuffled SSIM baseline (SSIM at 425 px is slow;
         every other baseline and metric is exact).
     device : str
-        Torch device of the networks.
+        Torch device of the networks (``auto``: a GPU when one is visible); torch is
+        imported only when a network has weights.
 
     Returns
     -------
@@ -360,19 +378,24 @@ def field_metrics(
         if not status[name]["found"]:
             log.info("%s: no weights at %s; its columns say so", name, status[name]["path"])
             continue
+        if device == "auto" or device.startswith("cuda"):
+            from .devices import select_device
+
+            device = str(select_device(device))
         try:
-            network = load_network(name, status[name]["path"])
+            network = load_network(name, status[name]["path"], device)
         except (ValueError, RuntimeError, OSError) as err:
             status[name]["error"] = str(err)
             log.warning("%s: %s", name, err)
             continue
         metrics = {k: v for k, v in FIELD_METRICS.items() if v["network"] == name}
         size = {v["size"] for v in metrics.values()}.pop()
-        true_feats = network_features(true, network, size, spec["norm"], device=device)
+        true_feats = network_features(true, network, size, spec["norm"])
         feats: dict[int, dict] = {}
         for (m, kind), images in sets.items():
-            here = feats.setdefault(id(images), network_features(images, network, size, spec["norm"],
-                                                                  device=device))
+            if id(images) not in feats:
+                feats[id(images)] = network_features(images, network, size, spec["norm"])
+            here = feats[id(images)]
             for key, metric in metrics.items():
                 layer = metric["layer"]
                 values[(m, kind, key)] = _scores(metric["score"], here[layer], true_feats[layer])

@@ -214,7 +214,6 @@ def field_metrics(recon_paths: dict, trials_path, stimuli_dir, images: dict, eva
     ``recon_paths`` maps each method to its ``_recon.npz``; all must hold the same test
     images in the same order.
     """
-    from .devices import select_device
     from .evaluation import _nan_to_none
     from .perceptual_metrics import field_metrics as run
 
@@ -230,7 +229,7 @@ def field_metrics(recon_paths: dict, trials_path, stimuli_dir, images: dict, eva
     train, _ = training_images(trials_path, stimuli_dir, images)
     per_image, summary = run(recons, true, stim_files, train_images=train,
                              networks=settings["networks"], n_boot=evaluation["n_boot"], seed=seed,
-                             n_shuffles=settings["n_shuffles"], device=str(select_device(settings["device"])))
+                             n_shuffles=settings["n_shuffles"], device=settings["device"])
     per_image.to_csv(out_tsv, sep="\t", index=False, na_rep="n/a")
     Path(out_json).write_text(json.dumps(_nan_to_none(summary), indent=2) + "\n")
     missing = [name for name, status in summary["networks"].items() if not status["found"]]
