@@ -819,8 +819,13 @@ def _quality_sections(quality: list[Mapping]) -> tuple[list[dict], list[str]]:
             figures.append({"png": _png_base64(path.read_bytes()), "caption": caption, "key": key})
         subject = f"sub-{record['subject']}"
         warnings += [f"{subject}: {w}" for w in summary.get("warnings", [])]
+        split_text = ", ".join(f"{sp['split']} {sp['trials']} trials of {sp['images']} images"
+                               + (f" (x{sp['repeats_median']:g})" if sp["repeats_max"] > 1 else "")
+                               for sp in splits)
         sections.append({"subject": subject, "splits": splits, "facts": facts, "figures": figures,
-                         "warnings": summary.get("warnings", [])})
+                         "warnings": summary.get("warnings", []),
+                         "counts_text": f"{subject}: {split_text}; {counts['voxels_selected']} of "
+                                        f"{counts['voxels']} voxels kept"})
     return sections, warnings
 
 

@@ -315,9 +315,15 @@ def report(evaluations: list[dict], config: dict, out_html, out_tsv, *, field=()
         table, figure = reliability_by_step(betas_paths)
         sections += [{"title": "Single-trial reliability by GLM step", "figure": figure},
                      {"title": "Single-trial reliability by GLM step (medians)", "table": table}]
-    if benchmark_dir is not None:
-        sections.append(resources_section(benchmark_dir))
     info = provenance(what_ran or {}, config, defaults, run_info, repository)
+    if benchmark_dir is not None:
+        resources = resources_section(benchmark_dir)
+        sections.append(resources)
+        if resources is not None:
+            total = resources["table"].iloc[-1]
+            info["compute"] = (f"{int(total['jobs'])} jobs, {total['total wall time (s)'] / 60:.1f} min of "
+                               f"job time, peak memory {total['peak memory of a job (MB)']:.0f} MB "
+                               "(per stage: the last section)")
     out = build_report(evaluations, config, Path(out_html), metrics=metrics, field=field, quality=quality,
                        provenance_info=info, extra_sections=[s for s in sections if s is not None],
                        title=config["report"]["title"])
