@@ -192,7 +192,8 @@ def evaluate(recon_npz, extra_json, settings: dict, seed: int, out_tsv, out_json
                     if trials_path is not None else (None, None))
     per_image, summary = run(data["images"], data["true"], data["stim_file"],
                              n_way=tuple(settings["n_way"]), n_boot=settings["n_boot"], seed=seed,
-                             train_images=train, train_stim_files=names)
+                             train_images=train, train_stim_files=names,
+                             n_shuffles=settings.get("n_shuffles", 20))
     extra = json.loads(Path(extra_json).read_text())
     clash = set(extra) & set(summary)
     if clash:
