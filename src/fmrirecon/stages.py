@@ -192,8 +192,7 @@ def evaluate(recon_npz, extra_json, settings: dict, seed: int, out_tsv, out_json
                     if trials_path is not None else (None, None))
     per_image, summary = run(data["images"], data["true"], data["stim_file"],
                              n_way=tuple(settings["n_way"]), n_boot=settings["n_boot"], seed=seed,
-                             train_images=train, train_stim_files=names,
-                             n_shuffles=settings.get("n_shuffles", 20))
+                             train_images=train, train_stim_files=names)
     extra = json.loads(Path(extra_json).read_text())
     clash = set(extra) & set(summary)
     if clash:
@@ -207,18 +206,17 @@ def evaluate(recon_npz, extra_json, settings: dict, seed: int, out_tsv, out_json
                  data["images"].shape[1], baselines)
 
 
-def field_metrics(recon_paths: dict, trials_path, stimuli_dir, images: dict, evaluation: dict,
-                  seed: int, out_tsv, out_json) -> None:
+def field_metrics(recon_paths: dict, trials_path, stimuli_dir, images: dict, settings: dict,
+                  n_boot: int, seed: int, out_tsv, out_json) -> None:
     """The NSD papers' metric table of every method on one subject's split
     (:func:`fmrirecon.perceptual_metrics.field_metrics`), with its baselines.
 
     ``recon_paths`` maps each method to its ``_recon.npz``; all must hold the same test
-    images in the same order.
+    images in the same order. ``settings``: config section ``field_metrics``.
     """
     from .evaluation import _nan_to_none
     from .perceptual_metrics import field_metrics as run
 
-    settings = evaluation["field_metrics"]
     recons, first = {}, None
     for method, path in recon_paths.items():
         data = np.load(path)
@@ -229,7 +227,7 @@ def field_metrics(recon_paths: dict, trials_path, stimuli_dir, images: dict, eva
         recons[method] = data["images"]
     train, _ = training_images(trials_path, stimuli_dir, images)
     per_image, summary = run(recons, true, stim_files, train_images=train,
-                             networks=settings["networks"], n_boot=evaluation["n_boot"], seed=seed,
+                             networks=settings["networks"], n_boot=n_boot, seed=seed,
                              n_shuffles=settings["n_shuffles"], device=settings["device"])
     per_image.to_csv(out_tsv, sep="\t", index=False, na_rep="n/a")
     Path(out_json).write_text(json.dumps(_nan_to_none(summary), indent=2) + "\n")

@@ -37,7 +37,8 @@ rule field_metrics:
         summary=OUT / "sub-{subject}" / "eval" / "sub-{subject}_desc-{split}_fieldmetrics.json",
     params:
         methods=METHODS,
-        evaluation=config["evaluation"],
+        settings=config["field_metrics"],
+        n_boot=config["evaluation"]["n_boot"],
         images=config["images"],
         seed=config["seed"],
     threads: 1

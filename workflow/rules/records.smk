@@ -10,7 +10,7 @@ from snakemake.logging import logger
 from snakemake.utils import validate as _validate
 
 _EVALS = dict(subject=SUBJECTS, method=METHODS, split=EVAL_SPLITS)
-FIELD_METRICS = bool(METHODS) and config["evaluation"]["field_metrics"]["enabled"]
+FIELD_METRICS = bool(METHODS) and config["field_metrics"]["enabled"]
 # Written when a run starts (onstart, below): the command line and the time, read by
 # the report without being an input (a new command alone does not rerun the report).
 RUN_INFO = LOGS / "run.json"

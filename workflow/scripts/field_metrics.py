@@ -7,5 +7,5 @@ log_to(snakemake.log[0])
 from fmrirecon.stages import field_metrics
 
 field_metrics(dict(zip(snakemake.params.methods, snakemake.input.recons)), snakemake.input.trials,
-              snakemake.input.stimuli, snakemake.params.images, snakemake.params.evaluation,
-              snakemake.params.seed, snakemake.output.metrics, snakemake.output.summary)
+              snakemake.input.stimuli, snakemake.params.images, snakemake.params.settings,
+              snakemake.params.n_boot, snakemake.params.seed, snakemake.output.metrics, snakemake.output.summary)
