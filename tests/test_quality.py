@@ -51,6 +51,7 @@ def test_bold_quality(subject, dataset):  # noqa: F811
     r2 = summary["r2_trials"]
     assert r2["run"] == "train run 1"
     assert r2["selected"]["median"] > 0.8 and r2["all"]["median"] < r2["selected"]["median"]
+    assert r2["noise_level"] == pytest.approx(20 / (80 - 10))  # 6 motion, 3 drifts, constant
     betas = subject["betas"]
     assert summary["reliability"]["selected"]["median"] > summary["reliability"]["all"]["median"]
     # motion: the spike is found and said

@@ -286,6 +286,7 @@ def subject_quality(betas_path, trials_path, voxels_path, out_json, out_figures:
 
         train = [r for r in runs if r["task"] in (train_tasks or [])] or runs
         design, r2_full, r2_trials = single_trial_fit(train[0], glm, runs)
+        n_trials = sum(c.startswith("trial_") for c in design.columns)
         # R2 per beta column: find each beta voxel among the subject mask's voxels
         mask, _, _ = subject_mask(runs)
         in_mask = np.flatnonzero(mask.ravel())
@@ -295,7 +296,10 @@ def subject_quality(betas_path, trials_path, voxels_path, out_json, out_figures:
         r2_cols = np.where(found, r2_trials[order], np.nan)
         summary["r2_trials"] = {"all": _describe(r2_cols), "selected": _describe(r2_cols[selected]),
                                 "run": f"{train[0]['task']} run {train[0]['run']}",
-                                "r2_full_median": float(np.nanmedian(r2_full))}
+                                "r2_full_median": float(np.nanmedian(r2_full)),
+                                # what k trial regressors explain of pure noise, in n volumes
+                                # with p nuisance regressors: k / (n - p)
+                                "noise_level": float(n_trials / max(len(design) - (design.shape[1] - n_trials), 1))}
         panels.append((f"single-trial partial R2 ({train[0]['task']} run {train[0]['run']})", r2_cols))
 
         from nilearn import plotting

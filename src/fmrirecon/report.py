@@ -39,6 +39,7 @@ import pandas as pd
 import yaml
 from markupsafe import Markup
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
 from PIL import Image
 
 from fmrirecon import __version__
@@ -519,6 +520,8 @@ def _nway_figure(metrics: pd.DataFrame, split: str) -> Figure | None:
         ax.plot(grid, 1 / grid, color="black", linestyle="--", linewidth=1.6, label="chance (1/n)")
         if n_all.max() / n_all.min() > 20:
             ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xticks(n_all, [str(n) for n in n_all])
         ax.set_ylim(0, 1.02)
         ax.set_xlabel("n (candidates)", fontsize=11)
         ax.set_title(f"sub-{subject}", fontsize=11)
@@ -804,8 +807,9 @@ def _quality_sections(quality: list[Mapping]) -> tuple[list[dict], list[str]]:
         ]
         if "r2_trials" in summary:
             r2 = summary["r2_trials"]
+            noise = f"; pure noise: about {_fmt(r2['noise_level'])}" if r2.get("noise_level") is not None else ""
             facts.append((f"median single-trial partial R2, {r2['run']} (all / kept; whole model R2: "
-                          f"{_fmt(r2['r2_full_median'])})",
+                          f"{_fmt(r2['r2_full_median'])}{noise})",
                           f"{_fmt(r2['all']['median'])} / {_fmt(r2['selected']['median'])}"))
         motion = [m for m in summary.get("motion", []) if m.get("fd_mean") is not None]
         if motion:
