@@ -297,3 +297,25 @@ def test_resources_section_sums_the_benchmark_files(tmp_path):
     (tmp_path / "bad.tsv").write_text("a\tb\n1\t2\n")
     with pytest.raises(ValueError, match="bad.tsv: not a Snakemake benchmark file"):
         resources_section(tmp_path)
+
+
+def test_field_table_has_a_mean_over_subjects(outputs, tmp_path, monkeypatch):
+    from fmrirecon.evaluation import _nan_to_none
+    from fmrirecon.perceptual_metrics import field_metrics
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # no weights: pixel metrics only
+    monkeypatch.setenv("HOME", str(tmp_path))
+    field, means = [], []
+    for k, subject in enumerate(SUBJECTS):
+        data = np.load(outputs[2 * k]["recon"])
+        per_image, summary = field_metrics({"pca": data["images"]}, data["true"], data["stim_file"],
+                                           train_images=smooth_images(30, size=10, seed=5), n_boot=100)
+        per_image.to_csv(tmp_path / f"{subject}.tsv", sep="\t", index=False, na_rep="n/a")
+        (tmp_path / f"{subject}.json").write_text(json.dumps(_nan_to_none(summary)))
+        field.append({"subject": subject, "split": "test", "summary": str(tmp_path / f"{subject}.json"),
+                      "metrics": str(tmp_path / f"{subject}.tsv")})
+        means.append(summary["methods"]["pca"]["pixcorr"]["mean"])
+    html = build_report(outputs, {"evaluation": {"n_boot": 200}}, tmp_path / "index.html", field=field).read_text()
+    section = html[html.index('id="field"'):html.index('id="identification"')]
+    row = re.search(r'<td class="key">2 subjects</td><td class="key label">pca</td>\s*<td class="">(.*?)<span', section)
+    assert row and float(row.group(1)) == pytest.approx(np.mean(means), abs=5e-4)

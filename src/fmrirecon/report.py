@@ -380,7 +380,36 @@ def _extra_metrics_table(metrics: pd.DataFrame) -> list[dict]:
     return rows
 
 
-def _field_tables(field: list[Mapping]) -> list[dict]:
+def _field_mean_rows(records: list[Mapping], n_boot: int, seed: int) -> list[dict]:
+    """Rows of the field's table averaged over subjects (from the per-image TSVs)."""
+    from fmrirecon.perceptual_metrics import FIELD_METRICS
+
+    tables = {r["subject"]: pd.read_csv(r["metrics"], sep="\t", na_values="n/a")
+              for r in records if r.get("metrics")}
+    if len(tables) < 2:
+        return []
+    methods = sorted(set.intersection(*(set(t["method"]) for t in tables.values())))
+    rows = []
+    for method in methods:
+        variants = [("method", method, "value")] + [("baseline", BASELINE_LABELS[b], b) for b in BASELINES]
+        for kind, label, column in variants:
+            cells = []
+            for key in FIELD_METRICS:
+                parts = {s: t.loc[(t["method"] == method) & (t["metric"] == key), column].to_numpy(dtype=float)
+                         for s, t in tables.items()}
+                if any(len(v) == 0 for v in parts.values()):
+                    cells.append({"text": "no weights" if kind == "method" else "",
+                                  "cls": "missing" if kind == "method" else ""})
+                    continue
+                entry = across_subjects(parts, n_boot=n_boot, seed=seed)
+                cells.append({"text": _ci(entry) if entry["n_subjects"] else "", "cls": ""})
+            if any(c["text"] and c["text"] != "no weights" for c in cells):
+                rows.append({"subject": f"{len(tables)} subjects" if kind == "method" else "",
+                             "label": label, "kind": kind, "cells": cells})
+    return rows
+
+
+def _field_tables(field: list[Mapping], n_boot: int = 2000, seed: int = 0) -> list[dict]:
     """The papers' table per split: rows subject x method (+ baselines); "no weights" columns."""
     from fmrirecon.perceptual_metrics import FIELD_METRICS
 
@@ -431,6 +460,7 @@ def _field_tables(field: list[Mapping]) -> list[dict]:
     tables = list(out.values())
     for table in tables:
         table["headers"] = headers
+        table["mean_rows"] = _field_mean_rows([r for r in field if r["split"] == table["split"]], n_boot, seed)
         table["networks"] = [
             {"name": name, "found": status["found"], "path": status["path"],
              "weights": status["weights"], "error": status.get("error", "")}
@@ -935,7 +965,7 @@ def build_report(
             "curve": (lambda f: figure_to_base64(f) if f is not None else None)(_nway_figure(data, split)),
         })
     quality_sections, warnings = _quality_sections(quality)
-    field_tables = _field_tables(field)
+    field_tables = _field_tables(field, n_boot, seed)
     for table in field_tables:
         missing_weights = [n["name"] for n in table["networks"] if not n["found"]]
         if missing_weights:
