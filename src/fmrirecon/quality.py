@@ -99,7 +99,9 @@ def _histograms(panels: list[tuple[str, np.ndarray]], selected: np.ndarray) -> F
         ax.set_ylabel("voxels", fontsize=11)
         ax.tick_params(labelsize=10)
         ax.spines[["top", "right"]].set_visible(False)
-    axes[0].legend(fontsize=10, frameon=False, loc="upper right")
+    handles, labels = axes[0].get_legend_handles_labels()
+    if handles:  # above the panels, never over the bars
+        fig.legend(handles, labels, loc="outside upper center", ncols=2, fontsize=10, frameon=False)
     return fig
 
 
