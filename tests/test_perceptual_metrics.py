@@ -140,7 +140,8 @@ def test_swav_checkpoint_with_its_head_and_distance_metric(torch_home):
 
 
 class _TinyClip(torch.nn.Module):
-    """A scripted stand-in with CLIP's interface (encode_image)."""
+    """A scripted stand-in with CLIP's interface (encode_image) and, like OpenAI's
+    GPU-traced archive, a cast of its input to the GPU in half precision."""
 
     def __init__(self):
         super().__init__()
@@ -151,10 +152,13 @@ class _TinyClip(torch.nn.Module):
 
     @torch.jit.export
     def encode_image(self, x):
-        return self.proj(x).flatten(1)
+        x = x.to(device=torch.device("cuda"), dtype=torch.float16)
+        return self.proj(x.float()).flatten(1)
 
 
 def test_clip_reads_a_torchscript_archive_at_a_config_path(torch_home, tmp_path):
+    # the archive's GPU and float16 constants are patched to the CPU and float32 before
+    # its first call (as the clip package does), else it fails here without a GPU
     torch.manual_seed(0)
     path = tmp_path / "my_clip.pt"
     torch.jit.script(_TinyClip()).save(str(path))
