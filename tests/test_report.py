@@ -299,6 +299,7 @@ def test_resources_section_sums_the_benchmark_files(tmp_path):
         resources_section(tmp_path)
 
 
+@pytest.mark.slow
 def test_field_table_has_a_mean_over_subjects(outputs, tmp_path, monkeypatch):
     from fmrirecon.evaluation import _nan_to_none
     from fmrirecon.perceptual_metrics import field_metrics
