@@ -116,11 +116,17 @@ def _save(fig, path) -> None:
     fig.savefig(path, dpi=100, bbox_inches="tight")
 
 
+def _n_cuts(img) -> int:
+    # five axial slices, or as many as a thin volume has
+    return int(min(5, img.shape[2]))
+
+
 def _map_figure(stat: nib.Nifti1Image, background: nib.Nifti1Image, selected: nib.Nifti1Image,
                 title: str, path, vmax: float, cmap: str) -> None:
     from nilearn import plotting
 
-    display = plotting.plot_stat_map(stat, bg_img=background, display_mode="z", cut_coords=5,
+    display = plotting.plot_stat_map(stat, bg_img=background, display_mode="z",
+                                     cut_coords=_n_cuts(stat),
                                      cmap=cmap, vmax=vmax, threshold=1e-6, title=title,
                                      black_bg=False, draw_cross=False, annotate=False)
     display.add_contours(selected, levels=[0.5], colors="lime", linewidths=1.2)
@@ -276,7 +282,7 @@ def subject_quality(betas_path, trials_path, voxels_path, out_json, out_figures:
         warn.append(f"{n_nan} of {len(reliability)} voxels have NaN reliability "
                     f"({betas_path}: too few repeated stimuli, or constant betas)")
     if summary["noise_ceiling"]["all"]["n"] == 0:
-        warn.append(f"{betas_path}: no noise ceiling (the test split has no repeated images)")
+        warn.append(f"{betas_path}: no noise ceiling (no test trials with repeated images)")
     med = summary["reliability"]["selected"]["median"]
     if med is not None and med <= 0.05:
         warn.append(f"the selected voxels' median reliability is {med:.3f}: "
@@ -310,8 +316,8 @@ def subject_quality(betas_path, trials_path, voxels_path, out_json, out_figures:
         mean_epi = mean_img(runs[0]["bold"], copy_header=True)
         mask_img = nib.load(runs[0]["mask"])
         selected_img = nib.load(voxels_path)
-        display = plotting.plot_epi(mean_epi, display_mode="z", cut_coords=5, cmap="gray",
-                                    title="mean EPI, brain mask, selected voxels", draw_cross=False,
+        display = plotting.plot_epi(mean_epi, display_mode="z", cut_coords=_n_cuts(mean_epi), cmap="gray",
+                                    title="mean EPI", draw_cross=False,
                                     annotate=False, black_bg=True, colorbar=False)
         display.add_contours(mask_img, levels=[0.5], colors="red", linewidths=1.0)
         display.add_contours(selected_img, levels=[0.5], colors="lime", linewidths=1.0)

@@ -369,8 +369,10 @@ def _chance_cells(metrics: pd.DataFrame, columns, split: str) -> list[str]:
 
 def _extra_metrics_table(metrics: pd.DataFrame) -> list[dict]:
     # method-specific metrics (the methods' own _extra.json entries), explained
+    # (classification accuracies have their own section)
     extra = metrics[~metrics["metric"].isin([*_STANDARD, "nway"])
-                    & ~metrics["metric"].str.endswith("_field") & metrics["baseline"].isna()]
+                    & ~metrics["metric"].str.endswith("_field") & ~metrics["metric"].str.startswith("accuracy_")
+                    & metrics["baseline"].isna()]
     rows = []
     for _, r in extra.sort_values(["split", "subject", "method", "metric"]).iterrows():
         help_text = next((text for prefix, text in _EXTRA_HELP.items() if r["metric"].startswith(prefix)), "")
@@ -812,8 +814,11 @@ def _what_ran_text(ran: Mapping) -> tuple[str, str]:
     if voxels:
         made += f"; voxels: {voxels}"
     subjects = ran.get("subjects") or []
-    made += (f"; decoders fitted per subject ({len(subjects)}: {', '.join(subjects)}) on the training "
-             f"trials, evaluated on the repetition-averaged {' and '.join(ran.get('splits') or ['test'])} trials")
+    if ran.get("methods"):
+        made += (f"; decoders fitted per subject ({len(subjects)}: {', '.join(subjects)}) on the training "
+                 f"trials, evaluated on the repetition-averaged {' and '.join(ran.get('splits') or ['test'])} trials")
+    if ran.get("classify"):
+        made += f"; {ran['classify']}"
     return where, made
 
 

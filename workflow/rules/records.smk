@@ -90,6 +90,8 @@ def what_ran():
         "voxels": "all" if voxels["select"] == "all" else f"{voxels['select']} (top {voxels['n_top']})",
         "methods": {m: implementation(m, method_settings(m)) for m in METHODS},
         "subjects": list(SUBJECTS), "splits": list(EVAL_SPLITS),
+        "classify": (f"{CLASSIFY['label']} classified ({CLASSIFY['classifier']}, {CLASSIFY['split']} trials) "
+                     "leaving whole runs out") if CLASSIFY["label"] else None,
     }
 
 
