@@ -25,6 +25,8 @@ include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/classify.smk"
 include: "workflow/rules/features.smk"
 include: "workflow/rules/generator.smk"
+include: "workflow/rules/quality.smk"
+include: "workflow/rules/records.smk"
 include: "workflow/rules/report.smk"
 
 

@@ -18,9 +18,12 @@ from fmrirecon.evaluation import (
     identification_2way,
     identification_nway,
     identification_summary,
+    mean_image_baseline,
+    nearest_training_image,
     pixcorr,
     read_metrics,
     read_summary,
+    shuffled_scores,
     similarity_matrix,
     ssim,
     write_evaluation,
@@ -196,23 +199,43 @@ def test_bootstrap_ci_deterministic_and_drops_nan():
 # --- evaluate and files ---------------------------------------------------------------
 
 
+def _same(got, want, where=""):
+    # summary entries equal, NaN == NaN, nested baselines too
+    assert got.keys() == want.keys(), where
+    for key, value in want.items():
+        if isinstance(value, dict):
+            _same(got[key], value, f"{where}.{key}")
+        elif value is None:
+            assert got[key] is None, f"{where}.{key}"
+        elif math.isnan(value):
+            assert math.isnan(got[key]), f"{where}.{key}"
+        else:
+            assert got[key] == value, f"{where}.{key}"  # JSON keeps full float precision
+
+
 def test_evaluate_write_read_round_trip(tmp_path):
     true = smooth_images(12, size=10)
     recon = noisy(true, 0.1)
     stims = [f"img{i:02d}.png" for i in range(12)]
     per_image, summary = evaluate(recon, true, stims, n_way=(2, 5, 20), n_boot=500, seed=0)
 
-    assert list(per_image.columns) == ["stim_file", "pixcorr", "ssim", "ident2"]
+    assert list(per_image.columns) == ["stim_file", "pixcorr", "ssim", "ident2", "nway2", "nway5",
+                                       "nway20", "pixcorr_shuffled", "ssim_shuffled"]
     assert per_image["stim_file"].tolist() == stims
     np.testing.assert_allclose(per_image["pixcorr"], pixcorr(recon, true))
-    assert set(summary) == {"pixcorr", "ssim", "ident2", "nway"}
+    assert set(summary) == {"pixcorr", "ssim", "ident2", "nway", "images"}
+    assert summary["images"] == {"n": 12, "height": 10, "width": 10, "channels": 1, "n_train": None}
     assert set(summary["nway"]) == {"2", "5", "20"}
     entries = [summary[m] for m in ("pixcorr", "ssim", "ident2")] + list(summary["nway"].values())
     for entry in entries:
-        assert set(entry) == {"mean", "ci_low", "ci_high", "chance"}
-    assert summary["pixcorr"]["chance"] == 0 and summary["ssim"]["chance"] is None
+        assert set(entry) == {"mean", "ci_low", "ci_high", "chance", "baselines"}
+    # chance of PixCorr and SSIM: the reconstructions against the wrong images
+    for metric in ("pixcorr", "ssim"):
+        assert summary[metric]["chance"] == summary[metric]["baselines"]["shuffled"]["mean"]
+        assert summary[metric]["chance"] == pytest.approx(per_image[f"{metric}_shuffled"].mean())
     assert summary["ident2"]["chance"] == 0.5 and summary["nway"]["5"]["chance"] == 0.2
     assert summary["pixcorr"]["mean"] == pytest.approx(per_image["pixcorr"].mean())
+    assert summary["nway"]["5"]["mean"] == pytest.approx(per_image["nway5"].mean())
     pix = summary["pixcorr"]
     assert pix["ci_low"] < pix["mean"] < pix["ci_high"]
     assert math.isnan(summary["nway"]["20"]["mean"])  # 20 > 12 images
@@ -220,22 +243,92 @@ def test_evaluate_write_read_round_trip(tmp_path):
     tsv, js = tmp_path / "eval" / "m.tsv", tmp_path / "eval" / "s.json"
     write_evaluation(per_image, summary, tsv, js)
     raw = json.loads(js.read_text())  # strict JSON: NaN written as null
-    assert raw["nway"]["20"]["mean"] is None and raw["ssim"]["chance"] is None
+    assert raw["nway"]["20"]["mean"] is None
     back = read_summary(js)
     assert back.keys() == summary.keys() and back["nway"].keys() == summary["nway"].keys()
-    pairs = [(back[m], summary[m]) for m in ("pixcorr", "ssim", "ident2")]
-    pairs += [(back["nway"][n], summary["nway"][n]) for n in summary["nway"]]
-    for got, want in pairs:
-        assert got.keys() == want.keys()
-        for key, value in want.items():
-            if value is None:
-                assert got[key] is None, key
-            elif math.isnan(value):
-                assert math.isnan(got[key]), key
-            else:
-                assert got[key] == value, key  # JSON keeps full float precision
+    assert back["images"] == summary["images"]
+    for metric in ("pixcorr", "ssim", "ident2"):
+        _same(back[metric], summary[metric], metric)
+    for n in summary["nway"]:
+        _same(back["nway"][n], summary["nway"][n], n)
     pd.testing.assert_frame_equal(read_metrics(tsv), per_image)
-    assert tsv.read_text().splitlines()[0] == "stim_file\tpixcorr\tssim\tident2"
+    assert tsv.read_text().splitlines()[0].startswith("stim_file\tpixcorr\tssim\tident2\tnway2")
+
+
+# --- baselines ------------------------------------------------------------------------
+
+
+def test_baselines_agree_with_direct_computation():
+    true = smooth_images(10, size=12)
+    train = smooth_images(25, size=12, seed=7)
+    recon = noisy(true, 0.2)
+    stims, train_stims = [f"t{i}" for i in range(10)], [f"a{i}" for i in range(25)]
+    per_image, summary = evaluate(recon, true, stims, n_way=(2, 5), n_boot=300, seed=1,
+                                  train_images=train, train_stim_files=train_stims)
+    # mean image: the mean training image against each shown image
+    mean = train.astype(np.float64).mean(axis=0).ravel()
+    direct = [np.corrcoef(mean, t.ravel())[0, 1] for t in true]
+    np.testing.assert_allclose(per_image["pixcorr_mean_image"], direct, atol=1e-10)
+    np.testing.assert_allclose(mean_image_baseline(train, 3)[2], train.mean(axis=0), rtol=1e-6)
+    # retrieval: the training image with the highest pixel correlation to each reconstruction
+    nearest = [np.argmax([np.corrcoef(r.ravel(), a.ravel())[0, 1] for a in train]) for r in recon]
+    assert per_image["retrieved"].tolist() == [train_stims[k] for k in nearest]
+    np.testing.assert_allclose(per_image["pixcorr_retrieval"],
+                               [np.corrcoef(train[k].ravel(), t.ravel())[0, 1] for k, t in zip(nearest, true)],
+                               atol=1e-10)
+    np.testing.assert_allclose(per_image["ssim_retrieval"], ssim(train[nearest], true))
+    # shuffled: each reconstruction against every other image
+    shuffled = [np.mean([np.corrcoef(recon[i].ravel(), true[j].ravel())[0, 1]
+                         for j in range(10) if j != i]) for i in range(10)]
+    np.testing.assert_allclose(per_image["pixcorr_shuffled"], shuffled, atol=1e-10)
+    entry = summary["pixcorr"]["baselines"]
+    assert set(entry) == {"mean_image", "retrieval", "shuffled"}
+    assert entry["mean_image"]["mean"] == pytest.approx(np.mean(direct))
+    assert set(summary["ident2"]["baselines"]) == {"mean_image", "retrieval"}
+
+
+def test_recall_of_training_images_shows_in_the_retrieval_baseline():
+    # Test images that were also training images (Miyawaki's public split): returning
+    # the nearest training image is perfect, a warning the report must carry.
+    train = smooth_images(15, size=10, seed=3)
+    true = train[:6]
+    recon = noisy(true, 0.3)
+    per_image, summary = evaluate(recon, true, list("abcdef"), n_way=(2,), n_boot=200,
+                                  train_images=train, train_stim_files=list("abcdefghijklmno"))
+    assert per_image["retrieved"].tolist() == list("abcdef")
+    assert summary["pixcorr"]["baselines"]["retrieval"]["mean"] == pytest.approx(1.0)
+    assert summary["pixcorr"]["baselines"]["retrieval"]["mean"] > summary["pixcorr"]["mean"]
+
+
+def test_unrelated_reconstructions_score_at_their_shuffled_chance():
+    # Images sharing a layout correlate well above 0: a method drawing that layout for
+    # every image scores "well above 0" yet at chance.
+    rng = np.random.default_rng(2)
+    layout = smooth_images(1, size=12, seed=9)[0]
+    true = np.clip(layout + 0.15 * rng.standard_normal((40, 12, 12, 1)), 0, 1)
+    recon = np.clip(layout + 0.15 * rng.standard_normal((40, 12, 12, 1)), 0, 1)
+    _, summary = evaluate(recon, true, [str(i) for i in range(40)], n_way=(2,), n_boot=500)
+    pix = summary["pixcorr"]
+    assert pix["ci_low"] > 0.2  # far from the old "chance 0"
+    shuffled = pix["baselines"]["shuffled"]
+    assert shuffled["ci_low"] < pix["mean"] < shuffled["ci_high"]
+    assert pix["chance"] == pytest.approx(pix["mean"], abs=0.05)
+
+
+def test_shuffled_ssim_draws_other_images_only():
+    true = smooth_images(5, size=10)
+    # with every other image as partner it is exact
+    exact = [np.mean([ssim(true[i:i + 1], true[j:j + 1])[0] for j in range(5) if j != i]) for i in range(5)]
+    np.testing.assert_allclose(shuffled_scores(true, true, "ssim", n_partners=10, rng=0), exact)
+    # never the image itself: identical pairs would score 1
+    assert (shuffled_scores(true, true, "ssim", n_partners=1, rng=0) < 0.999).all()
+    with pytest.raises(ValueError, match="unknown metric"):
+        shuffled_scores(true, true, "lpips")
+
+
+def test_nearest_training_image_checks_shapes():
+    with pytest.raises(ValueError, match="differ in shape"):
+        nearest_training_image(smooth_images(2, size=8), smooth_images(3, size=10))
 
 
 def test_evaluate_deterministic_and_streams_independent():

@@ -1,5 +1,7 @@
-"""The HTML report: file-name parsing, metrics table, self-contained page."""
+"""The HTML report: records in, baselines beside every number, the field's table,
+gallery, provenance, a self-contained page."""
 
+import json
 import re
 
 import numpy as np
@@ -9,104 +11,103 @@ from matplotlib.figure import Figure
 
 from conftest import smooth_images
 from fmrirecon.evaluation import evaluate, write_evaluation
-from fmrirecon.images import save_grid
 from fmrirecon.report import (
     METRIC_COLUMNS,
+    across_subjects,
     build_report,
     collect_metrics,
-    index_by_name,
-    parse_name,
+    config_diff,
+    gallery,
+    provenance,
     write_metrics_table,
 )
 
 SUBJECTS, METHODS = ("01", "02"), ("pca", "vdvae")
 
 
-@pytest.fixture(scope="module")
-def outputs(tmp_path_factory):
-    """Summaries and grids of two subjects x two methods (test split) + one imagery."""
-    root = tmp_path_factory.mktemp("derivatives")
-    true = smooth_images(8, size=10)
-    summaries, grids = [], []
-    keys = [(s, m, "test") for s in SUBJECTS for m in METHODS] + [("01", "pca", "imagery")]
+def write_outputs(root, true, train, keys, n=8, order=None):
+    """Evaluation files of each (subject, method, split); records with arbitrary names."""
+    records = []
+    stims = np.array([f"img{i:02d}.png" for i in range(n)])
     for k, (subject, method, split) in enumerate(keys):
         rng = np.random.default_rng(k)
-        recon = np.clip(true + (0.1 + 0.2 * k) * rng.standard_normal(true.shape), 0, 1)
-        per_image, summary = evaluate(recon, true, [f"{i}.png" for i in range(8)],
-                                      n_way=(2, 5), n_boot=200, seed=k)
-        stem = f"sub-{subject}_desc-{method}{split}"
-        folder = root / f"sub-{subject}"
-        write_evaluation(per_image, summary, folder / "eval" / f"{stem}_metrics.tsv",
-                         folder / "eval" / f"{stem}_summary.json")
-        folder.joinpath("recon").mkdir(exist_ok=True)
-        grid = folder / "recon" / f"{stem}_recon.png"
-        save_grid(grid, [true, recon])
-        summaries.append(folder / "eval" / f"{stem}_summary.json")
-        grids.append(grid)
-    return summaries, grids
+        recon = np.clip(true + (0.1 + 0.2 * k) * rng.standard_normal(true.shape), 0, 1).astype(np.float32)
+        idx = np.arange(n) if order is None else order(subject)
+        per_image, summary = evaluate(recon[idx], true[idx], stims[idx], n_way=(2, 5), n_boot=200,
+                                      seed=k, train_images=train,
+                                      train_stim_files=[f"train{i}.png" for i in range(len(train))])
+        # names that no pattern could parse: the report takes records, not names
+        folder = root / f"job{k}"
+        folder.mkdir(parents=True)
+        write_evaluation(per_image, summary, folder / "m.tsv", folder / "s.json")
+        np.savez(folder / "r.npz", images=recon[idx], true=true[idx], stim_file=stims[idx])
+        records.append({"subject": subject, "method": method, "split": split, "summary": str(folder / "s.json"),
+                        "metrics": str(folder / "m.tsv"), "recon": str(folder / "r.npz")})
+    return records
 
 
-@pytest.mark.parametrize("name, expected", [
-    ("sub-01_desc-pcatest_summary.json", ("01", "pca", "test")),
-    ("sub-02_desc-vdvaeimagery_summary.json", ("02", "vdvae", "imagery")),
-    ("sub-CSI1_desc-brain2test_recon.png", ("CSI1", "brain2", "test")),
-    ("sub-01_desc-latesttest_summary.json", ("01", "latest", "test")),
-])
-def test_parse_name(name, expected):
-    got = parse_name(f"/some/dir/sub-x/{name}")
-    assert got == dict(zip(("subject", "method", "split"), expected))
+@pytest.fixture(scope="module")
+def outputs(tmp_path_factory):
+    """Two subjects x two methods (test split) + one imagery, with baselines."""
+    root = tmp_path_factory.mktemp("derivatives")
+    true = smooth_images(8, size=10)
+    train = smooth_images(30, size=10, seed=5)
+    keys = [(s, m, "test") for s in SUBJECTS for m in METHODS] + [("01", "pca", "imagery")]
+    # sub-02's files list the images in another order: the gallery must not follow it
+    order = lambda s: np.arange(8) if s == "01" else np.arange(8)[::-1]  # noqa: E731
+    return write_outputs(root, true, train, keys, order=order)
 
 
-@pytest.mark.parametrize("name", [
-    "sub-01_desc-pca_summary.json",        # no split
-    "sub-01_desc-test_summary.json",       # no method
-    "sub-01_desc-PCAtest_summary.json",    # method not lowercase
-    "01_desc-pcatest_summary.json",        # no sub- prefix
-    "sub-01_desc-pcatrain_summary.json",   # unknown split
-    "sub-01_desc-pca-xtest_summary.json",  # non-alphanumeric method
-])
-def test_parse_name_rejects(name):
-    with pytest.raises(ValueError, match=re.escape(name)):
-        parse_name(name)
-
-
-def test_collect_metrics(outputs, tmp_path):
-    summaries, _ = outputs
-    table = collect_metrics(summaries)
+def test_collect_metrics_has_baselines_beside_every_metric(outputs, tmp_path):
+    table = collect_metrics(outputs)
     assert list(table.columns) == METRIC_COLUMNS
+    own = table[table["baseline"].isna()]
     # 5 summaries x (pixcorr, ssim, ident2, 2-way, 5-way)
-    assert len(table) == 25
-    assert set(table["subject"]) == set(SUBJECTS) and set(table["method"]) == set(METHODS)
-    nway = table[table["metric"] == "nway"]
-    assert sorted(nway["n"].unique()) == [2, 5]
-    assert table.loc[table["metric"] != "nway", "n"].isna().all()
+    assert len(own) == 25
+    assert set(own["subject"]) == set(SUBJECTS) and set(own["method"]) == set(METHODS)
+    assert (own["size"] == 10).all() or own.loc[own["metric"] != "nway", "size"].eq(10).all()
+    for (s, m, sp, metric, n), rows in table.groupby(["subject", "method", "split", "metric", "n"], dropna=False):
+        baselines = set(rows["baseline"].dropna())
+        expected = {"mean_image", "retrieval", "shuffled"} if metric in ("pixcorr", "ssim") else {"mean_image", "retrieval"}
+        assert baselines == expected, (s, m, metric, n)
+    # chance of PixCorr is the shuffled baseline, not 0 (the old defect)
+    pix = table[(table["metric"] == "pixcorr")]
+    shuffled = pix[pix["baseline"] == "shuffled"].set_index(["subject", "method", "split"])["mean"]
+    chance = pix[pix["baseline"].isna()].set_index(["subject", "method", "split"])["chance"]
+    pd.testing.assert_series_equal(chance.sort_index(), shuffled.sort_index(), check_names=False)
+    assert (chance != 0).all()
+    nway = own[own["metric"] == "nway"]
     np.testing.assert_allclose(nway["chance"], 1 / nway["n"].astype(float))
-    assert table.loc[table["metric"] == "ssim", "chance"].isna().all()
-    assert (table.loc[table["metric"] == "ident2", "chance"] == 0.5).all()
-    assert (table["ci_low"] <= table["mean"]).all() and (table["mean"] <= table["ci_high"]).all()
 
     path = tmp_path / "report" / "metrics.tsv"
     write_metrics_table(table, path)
-    back = pd.read_csv(path, sep="\t", na_values=["n/a"], keep_default_na=False,
-                       dtype={"subject": str})
-    assert back.columns.tolist() == METRIC_COLUMNS and len(back) == 25
+    back = pd.read_csv(path, sep="\t", na_values=["n/a"], keep_default_na=False, dtype={"subject": str})
+    assert back.columns.tolist() == METRIC_COLUMNS and len(back) == len(table)
     np.testing.assert_allclose(back["mean"], table["mean"])
 
 
-def test_collect_metrics_rejects_bad_name(outputs, tmp_path):
-    summaries, _ = outputs
-    bad = tmp_path / "sub-01_desc-pca_summary.json"
-    bad.write_text(summaries[0].read_text())
-    with pytest.raises(ValueError, match="sub-01_desc-pca_summary.json"):
-        collect_metrics([*summaries, bad])
+def test_collect_metrics_rejects_two_files_for_one_evaluation(outputs):
+    twice = [*outputs, {**outputs[0], "summary": outputs[1]["summary"]}]
+    with pytest.raises(ValueError, match="describe the same"):
+        collect_metrics(twice)
+    with pytest.raises(ValueError, match="no split"):
+        collect_metrics([{k: v for k, v in outputs[0].items() if k != "split"}])
+
+
+def test_across_subjects_is_the_mean_of_subject_means_with_a_stratified_interval():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(0.2, 0.1, 50), rng.normal(0.6, 0.1, 10)
+    entry = across_subjects({"01": a, "02": b}, n_boot=2000, seed=1)
+    # the mean of the subjects' means, not the pooled mean (which 01's 50 images would dominate)
+    assert entry["mean"] == pytest.approx((a.mean() + b.mean()) / 2)
+    assert entry["ci_low"] < entry["mean"] < entry["ci_high"] and entry["n_subjects"] == 2
+    # its width comes from the images: ten times the images, about a third of the width
+    wide = across_subjects({"01": a[:10], "02": b}, seed=1)
+    assert wide["ci_high"] - wide["ci_low"] > entry["ci_high"] - entry["ci_low"]
+    assert np.isnan(across_subjects({"01": np.array([np.nan])})["mean"])
 
 
 def test_build_report(outputs, tmp_path):
-    summaries, grids = outputs
-    metrics = collect_metrics(summaries)
-    pngs = index_by_name(grids)
-    expected = {(s, m, "test") for s in SUBJECTS for m in METHODS} | {("01", "pca", "imagery")}
-    assert set(pngs) == expected
     fig = Figure()
     fig.subplots().plot([0, 1], [1, 0])
     extra = [
@@ -114,8 +115,8 @@ def test_build_report(outputs, tmp_path):
         {"title": "A figure", "figure": fig},
         {"title": "A table", "table": pd.DataFrame({"roi": ["V1 <b>"], "r": [0.4]})},
     ]
-    config = {"seed": 0, "evaluation": {"n_way": (2, 5)}, "results_dir": tmp_path}
-    out = build_report(metrics, pngs, config, tmp_path / "report" / "index.html",
+    config = {"seed": 0, "evaluation": {"n_boot": 200}, "report": {"gallery_columns": 4}}
+    out = build_report(outputs, config, tmp_path / "report" / "index.html",
                        extra_sections=extra, title="Report <script>")
     html = out.read_text()
     for subject in SUBJECTS:
@@ -124,46 +125,146 @@ def test_build_report(outputs, tmp_path):
         assert method in html
     assert "imagery" in html
     assert 'id="identification"' in html and 'id="reconstructions"' in html
-    # chance levels in the summary table: 0 for pixcorr, 0.5 for 2-way, 0.2 for 5-way
-    chance_row = re.search(r'<tr class="chance">(.*?)</tr>', html, re.S).group(1)
-    assert re.findall(r"<td>(.*?)</td>", chance_row) == ["0.000", "n/a", "0.500", "0.500", "0.200"]
-    # figures and the 5 grids embedded, nothing fetched from outside
-    images = re.findall(r'src="data:image/png;base64,[A-Za-z0-9+/=]+"', html)
-    assert len(images) >= 5 + 4 + 1  # grids + bars/curves per split + extra figure
+    # the summary across subjects comes first
+    assert html.index('id="summary"') < html.index('id="metrics"') < html.index('id="reconstructions"')
+    # headers say the distance and the resolution; 2-way by draws (a near duplicate) is gone
+    headers = re.findall(r"<th>(.*?)</th>", html)
+    assert "PixCorr ↑ (pixel r, 10 px)" in headers and "2-way ident. ↑ (exhaustive, pixel r, 10 px)" in headers
+    assert "5-way ident. ↑ (pixel r, 10 px)" in headers and "2-way ident. ↑ (pixel r, 10 px)" not in headers
+    # under every method row, its three baselines
+    body = html[html.index('id="metrics"'):html.index('id="reconstructions"')]
+    n_methods = len(re.findall(r'<tr class="method">', body))
+    assert n_methods == 5
+    for label in ("mean training image", "retrieval (nearest training image)", "shuffled pairs (wrong images)"):
+        assert body.count(f'<td class="key label">{label}</td>') == n_methods
+    # chance: 0.5 for 2-way, 0.2 for 5-way; PixCorr's and SSIM's are the shuffled pairs
+    chance_row = re.search(r'<tr class="chance">(.*?)</tr>', body, re.S).group(1)
+    assert re.findall(r"<td>(.*?)</td>", chance_row) == ["shuffled pairs, per method"] * 2 + ["0.500", "0.200"]
+    # figures and every gallery tile embedded, nothing fetched from outside
+    assert len(re.findall(r'src="data:image/png;base64,[A-Za-z0-9+/=]+"', html)) >= 2 * 8 * 3 + 8 * 2 + 3
     assert "http://" not in html and "https://" not in html
     assert re.search(r'src="(?!data:)', html) is None
-    # text escaped, trusted html kept, config shown as YAML
+    # text escaped, trusted html kept
     assert "Report &lt;script&gt;" in html and "<script>" not in html
     assert "<p class='mine'>voxel maps</p>" in html
     assert "V1 &lt;b&gt;" in html
-    assert "n_way:" in html and "- 5" in html
 
 
-def test_build_report_checks_extra_sections(outputs, tmp_path):
-    summaries, grids = outputs
-    metrics = collect_metrics(summaries)
+def test_build_report_checks_its_records(outputs, tmp_path):
     with pytest.raises(ValueError, match="exactly one"):
-        build_report(metrics, {}, {}, tmp_path / "x.html",
+        build_report(outputs, {}, tmp_path / "x.html",
                      extra_sections=[{"title": "t", "html": "a", "table": pd.DataFrame()}])
-    with pytest.raises(FileNotFoundError):
-        build_report(metrics, {("01", "pca", "test"): tmp_path / "missing.png"}, {},
-                     tmp_path / "x.html")
+    with pytest.raises(FileNotFoundError, match="missing.npz"):
+        build_report([{**outputs[0], "recon": str(tmp_path / "missing.npz")}], {}, tmp_path / "x.html")
+
+
+def test_gallery_same_images_same_order_with_scores(outputs):
+    grids = gallery(outputs, columns=4, all_max=60)
+    tests = [g for g in grids if g["split"] == "test"]
+    assert [g["subject"] for g in tests] == ["sub-01", "sub-02"]
+    for g in tests:
+        names = [t["caption"] for b in g["blocks"] for t in b["rows"][0]["tiles"]]
+        assert names == [f"img{i:02d}.png" for i in range(8)]  # sorted, whatever the file's order
+        assert [r["label"] for r in g["blocks"][0]["rows"] if r["kind"] == "method"] == list(METHODS)
+        # each tile's PixCorr beside it, its SSIM and identification on hover
+        method_row = next(r for r in g["blocks"][0]["rows"] if r["kind"] == "method")
+        assert all(re.fullmatch(r"r -?\d\.\d\d", t["caption"]) for t in method_row["tiles"])
+        assert "SSIM" in method_row["tiles"][0]["title"] and "2-way" in method_row["tiles"][0]["title"]
+    # the scores are the image's own: sub-02's file lists images in reverse order
+    sub2 = pd.read_csv(outputs[2]["metrics"], sep="\t").set_index("stim_file")
+    tile = next(r for r in tests[1]["blocks"][0]["rows"] if r["label"] == "pca")["tiles"][0]
+    assert tile["caption"] == f"r {sub2.loc['img00.png', 'pixcorr']:.2f}"
+
+
+def test_gallery_scales_with_a_selection_and_every_image_collapsed(tmp_path):
+    true = smooth_images(30, size=8)
+    records = write_outputs(tmp_path, true, smooth_images(10, size=8, seed=3),
+                            [("01", "pca", "test"), ("01", "ridge", "test")], n=30)
+    (g,) = gallery(records, columns=5, all_max=12)
+    assert [b["title"] for b in g["blocks"]] == ["best by PixCorr (mean over methods)", "median by PixCorr",
+                                                 "worst by PixCorr"]
+    pix = np.mean([pd.read_csv(r["metrics"], sep="\t").set_index("stim_file")["pixcorr"] for r in records], axis=0)
+    best = {t["caption"] for t in g["blocks"][0]["rows"][0]["tiles"]}
+    worst = {t["caption"] for t in g["blocks"][2]["rows"][0]["tiles"]}
+    names = np.array([f"img{i:02d}.png" for i in range(30)])
+    assert best == set(names[np.argsort(-pix)[:5]]) and worst == set(names[np.argsort(-pix)[-5:]])
+    assert sum(len(b["rows"][0]["tiles"]) for b in g["hidden"]) == 30
+
+
+def test_flat_reconstructions_are_explained_and_shown_stretched(tmp_path):
+    true = smooth_images(6, size=8)
+    records = write_outputs(tmp_path, true, smooth_images(10, size=8, seed=3), [("01", "pca", "test")], n=6)
+    data = dict(np.load(records[0]["recon"]))
+    data["images"] = 0.5 + 0.1 * (data["true"] - 0.5)  # a tenth of the contrast
+    np.savez(records[0]["recon"], **data)
+    (g,) = gallery(records)
+    (note,) = g["notes"]
+    assert note["ratio"] == pytest.approx(0.1, rel=0.05)
+    assert [r["kind"] for r in g["blocks"][0]["rows"]] == ["truth", "method", "stretched"]
+    html = build_report(records, {}, tmp_path / "index.html").read_text()
+    assert "Why pca looks grey" in html and "10% of the shown images' pixel contrast" in html
+
+
+def test_field_table_says_no_weights_and_never_a_value(outputs, tmp_path):
+    summary = {"metrics": {"pixcorr": {"size": 425}, "alexnet2": {"size": 256}},
+               "networks": {"alexnet": {"found": False, "path": "/x/alexnet.pth", "weights": "w"}},
+               "methods": {"pca": {"pixcorr": {"mean": 0.3, "ci_low": 0.2, "ci_high": 0.4, "chance": 0.1,
+                                               "baselines": {"mean_image": {"mean": 0.2, "ci_low": 0.1, "ci_high": 0.3}}}}}}
+    path = tmp_path / "field.json"
+    path.write_text(json.dumps(summary))
+    field = [{"subject": "01", "split": "test", "summary": str(path)}]
+    table = collect_metrics(outputs, field)
+    assert set(table.loc[table["metric"].str.endswith("_field"), "metric"]) == {"pixcorr_field"}
+    assert (table.loc[table["metric"] == "pixcorr_field", "size"] == 425).all()
+    html = build_report(outputs, {"evaluation": {"n_boot": 200}}, tmp_path / "index.html", field=field).read_text()
+    section = html[html.index('id="field"'):html.index('id="identification"')]
+    assert section.count("no weights</td>") >= 6  # AlexNet(2), (5), Inception, CLIP, EffNet-B, SwAV
+    assert "AlexNet(2) ↑ (2-way, features.4, 256 px)" in section and "SwAV ↓ (corr. distance, avgpool, 224 px)" in section
+    assert "no weights for alexnet" in html  # and a warning says so at the top
+
+
+def test_provenance_header(outputs, tmp_path):
+    betas = tmp_path / "betas.mat"
+    betas.write_bytes(b"0123456789")
+    run_info = tmp_path / "run.json"
+    run_info.write_text(json.dumps({"command": "snakemake --cores 2 --configfile x.yaml", "started": "then"}))
+    config = {"seed": 1, "evaluation": {"n_boot": 200, "n_way": [2, 5]}, "report": {"title": "t"}}
+    defaults = {"seed": 0, "evaluation": {"n_boot": 2000, "n_way": [2, 5]}, "report": {"title": "t"}}
+    info = provenance({"entry": "betas", "input": str(betas), "dataset": "miyawaki", "methods": {"pca": "pca"},
+                       "subjects": ["01"], "splits": ["test"]}, config, defaults, run_info, repository=tmp_path)
+    assert info["checksum"] == "84d89877f0d4041efb6bf91a16f0248f2fd573e6af05c19f96bedb9f882f7882"
+    assert info["command"] == "snakemake --cores 2 --configfile x.yaml"
+    assert info["commit"].startswith("fmrirecon ")  # not a git checkout
+    assert "no preprocessing, no GLM" in info["ran_text"]
+    assert info["versions"]["numpy"] == np.__version__
+    assert [d["key"] for d in info["config_diff"]] == ["evaluation.n_boot", "seed"]
+    html = build_report(outputs, config, tmp_path / "index.html", provenance_info=info).read_text()
+    assert "84d89877f0d4" in html and "snakemake --cores 2 --configfile x.yaml" in html
+    assert "2 setting(s) differ from the defaults" in html
+    assert re.search(r"<details><summary>Configuration", html)  # collapsed
+
+
+def test_config_diff_lists_only_what_differs():
+    diff = config_diff({"a": 1, "b": {"c": [1, 2], "d": "x"}, "e": None},
+                       {"a": 1, "b": {"c": [1, 3], "d": "x"}, "e": None, "f": 2})
+    assert diff == [{"key": "b.c", "value": "[1, 2]", "default": "[1, 3]"},
+                    {"key": "f", "value": "(absent)", "default": "2"}]
 
 
 def test_training_curves_section_plots_iterative_methods_only(tmp_path):
     from fmrirecon.report import training_curves_section
 
-    empty = tmp_path / "sub-01_desc-pca_curves.tsv"
+    empty = tmp_path / "a.tsv"
     empty.write_text("epoch\n")
-    assert training_curves_section([empty]) is None
-    curves = tmp_path / "sub-01_desc-selfsup_curves.tsv"
+    assert training_curves_section([{"label": "sub-01 pca", "curves": empty}]) is None
+    curves = tmp_path / "b.tsv"
     curves.write_text("phase\tepoch\tpixel\n" + "".join(f"decoder\t{e}\t{1 / (e + 1)}\n" for e in range(5)))
-    section = training_curves_section([empty, curves])
+    section = training_curves_section([{"label": "sub-01 pca", "curves": empty},
+                                       {"label": "sub-01 selfsup", "curves": curves}])
     assert section["title"] == "Training curves"
-    assert [ax.get_title() for ax in section["figure"].axes] == ["sub-01 selfsup"]
-    with pytest.raises(ValueError, match="bad.tsv"):
-        (tmp_path / "bad.tsv").write_text("epoch\tx\n1\t2\n")
-        training_curves_section([tmp_path / "bad.tsv"])
+    assert [ax.get_title() for ax in section["figure"].axes if ax.get_visible()] == ["sub-01 selfsup"]
+    with pytest.raises(ValueError, match="no label"):
+        training_curves_section([{"curves": curves}])
 
 
 def test_training_curves_section_adds_named_models_without_wall_time(tmp_path):
@@ -171,7 +272,7 @@ def test_training_curves_section_adds_named_models_without_wall_time(tmp_path):
 
     generator = tmp_path / "generator_curves.tsv"
     generator.write_text("epoch\tpixel\tkl\tseconds\n" + "".join(f"{e}\t{1 / e}\t{e}\t{9.5 * e}\n" for e in range(1, 4)))
-    section = training_curves_section([], {"generator (VAE-GAN)": generator})
+    section = training_curves_section([{"label": "generator (VAE-GAN)", "curves": generator}])
     (ax,) = section["figure"].axes
     assert ax.get_title() == "generator (VAE-GAN)"
     assert sorted(line.get_label() for line in ax.get_lines()) == ["kl", "pixel"]
@@ -186,10 +287,36 @@ def test_resources_section_sums_the_benchmark_files(tmp_path):
                          ("train_generator.tsv", 5.0, "-")):
         (tmp_path / name).parent.mkdir(exist_ok=True)
         (tmp_path / name).write_text(header + f"{s}\t0:00:10\t{rss}\t1\t1\t1\t0\t0\t50\t9\n")
-    table = resources_section(tmp_path)["table"].set_index("rule")
-    assert table.loc["glm", "jobs"] == 2 and table.loc["glm", "total_s"] == 40.0
-    assert table.loc["glm", "longest_s"] == 30.0 and table.loc["glm", "peak_rss_mb"] == 700.0
-    assert table.index[0] == "glm" and np.isnan(table.loc["train_generator", "peak_rss_mb"])
+    table = resources_section(tmp_path)["table"].set_index("stage (rule)")
+    assert table.loc["glm", "jobs"] == 2 and table.loc["glm", "total wall time (s)"] == 40.0
+    assert table.loc["glm", "longest job (s)"] == 30.0 and table.loc["glm", "peak memory of a job (MB)"] == 700.0
+    assert table.index[0] == "glm" and np.isnan(table.loc["train_generator", "peak memory of a job (MB)"])
+    # a totals row
+    assert table.index[-1] == "all stages" and table.loc["all stages", "total wall time (s)"] == 45.0
+    assert table.loc["all stages", "jobs"] == 3
     (tmp_path / "bad.tsv").write_text("a\tb\n1\t2\n")
     with pytest.raises(ValueError, match="bad.tsv: not a Snakemake benchmark file"):
         resources_section(tmp_path)
+
+
+@pytest.mark.slow
+def test_field_table_has_a_mean_over_subjects(outputs, tmp_path, monkeypatch):
+    from fmrirecon.evaluation import _nan_to_none
+    from fmrirecon.perceptual_metrics import field_metrics
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # no weights: pixel metrics only
+    monkeypatch.setenv("HOME", str(tmp_path))
+    field, means = [], []
+    for k, subject in enumerate(SUBJECTS):
+        data = np.load(outputs[2 * k]["recon"])
+        per_image, summary = field_metrics({"pca": data["images"]}, data["true"], data["stim_file"],
+                                           train_images=smooth_images(30, size=10, seed=5), n_boot=100)
+        per_image.to_csv(tmp_path / f"{subject}.tsv", sep="\t", index=False, na_rep="n/a")
+        (tmp_path / f"{subject}.json").write_text(json.dumps(_nan_to_none(summary)))
+        field.append({"subject": subject, "split": "test", "summary": str(tmp_path / f"{subject}.json"),
+                      "metrics": str(tmp_path / f"{subject}.tsv")})
+        means.append(summary["methods"]["pca"]["pixcorr"]["mean"])
+    html = build_report(outputs, {"evaluation": {"n_boot": 200}}, tmp_path / "index.html", field=field).read_text()
+    section = html[html.index('id="field"'):html.index('id="identification"')]
+    row = re.search(r'<td class="key">2 subjects</td><td class="key label">pca</td>\s*<td class="">(.*?)<span', section)
+    assert row and float(row.group(1)) == pytest.approx(np.mean(means), abs=5e-4)

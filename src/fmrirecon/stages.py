@@ -68,6 +68,35 @@ def method_class(name: str, settings: dict) -> type[ReconstructionMethod]:
     return get_method(implementation(name, settings))
 
 
+def describe_fit(model, name: str = "model") -> None:
+    """Log what a fitted method decided: each ridge decoder's penalties and CV scores.
+
+    Looks for decoders among the model's attributes (objects with ``best_alphas_``
+    and ``cv_scores_``, :class:`fmrirecon.decoding.RidgeDecoder`).
+    """
+    for attr, value in sorted(vars(model).items()):
+        if hasattr(value, "best_alphas_") and hasattr(value, "cv_scores_"):
+            alphas = np.asarray(value.best_alphas_, dtype=float)
+            scores = np.asarray(value.cv_scores_, dtype=float)
+            grid = np.asarray(getattr(value, "alphas", alphas), dtype=float)
+            edge = int(np.sum((alphas == grid.min()) | (alphas == grid.max())))
+            log.info("%s.%s: %d targets; penalty per target median %.3g (%.3g to %.3g; %d at the "
+                     "grid's edge %.3g/%.3g); CV R2 median %.3f (10th-90th percentile %.3f to %.3f)",
+                     name, attr, len(alphas), np.median(alphas), alphas.min(), alphas.max(), edge,
+                     grid.min(), grid.max(), np.nanmedian(scores), np.nanpercentile(scores, 10),
+                     np.nanpercentile(scores, 90))
+        elif attr.endswith("_") and hasattr(value, "__dict__") and not isinstance(value, type) \
+                and any(hasattr(v, "best_alphas_") for v in vars(value).values()):
+            describe_fit(value, f"{name}.{attr}")
+    history = model.training_history() if hasattr(model, "training_history") else None
+    if history is not None and len(history):
+        last = history.iloc[-1]
+        losses = {k: v for k, v in last.items() if k not in ("epoch", "seconds", "phase", "variant")
+                  and isinstance(v, (int, float, np.number)) and np.isfinite(v)}
+        log.info("%s: %d epochs logged; last: %s", name, len(history),
+                 ", ".join(f"{k} {v:.4g}" for k, v in losses.items()))
+
+
 def fit_method(betas_path, trials_path, voxels_path, stimuli_dir, method: str,
                settings: dict, images: dict, seed: int, out_model, out_history,
                work_dir=None) -> ReconstructionMethod:
@@ -107,6 +136,7 @@ def fit_method(betas_path, trials_path, voxels_path, stimuli_dir, method: str,
     model = cls(seed=seed, **params)
     model.fit(train.betas[:, columns], targets, groups=groups, **extra)
     model.save(out_model)
+    describe_fit(model)
     history = model.training_history()
     (history if history is not None else pd.DataFrame(columns=["epoch"])).to_csv(
         out_history, sep="\t", index=False, na_rep="n/a")
@@ -126,6 +156,10 @@ def reconstruct(model_path, betas_path, trials_path, voxels_path, stimuli_dir, s
     averaged, stim_files = data.average_repeats()
     recon = model.reconstruct(averaged[:, columns])
     decoded = model.decode(averaged[:, columns])
+    log.info("reconstructed %d %s images (%d trials averaged over repeats) from %d voxels; pixel SD "
+             "%.3f (shown images %.3f)", len(recon), split, len(data.trials), columns.sum(),
+             float(np.mean([r.std() for r in recon])), float(np.mean([t.std() for t in load_stimuli(
+                 stimuli_dir, stim_files, images["size"], images["channels"])])))
     true = load_stimuli(stimuli_dir, stim_files, images["size"], images["channels"])
     np.savez_compressed(out_npz, images=recon.astype(np.float32), true=true,
                         stim_file=stim_files, decoded=np.asarray(decoded, dtype=np.float32))
@@ -145,19 +179,84 @@ def reconstruct(model_path, betas_path, trials_path, voxels_path, stimuli_dir, s
     Path(out_extra).write_text(json.dumps(extra, indent=2, default=float) + "\n")
 
 
-def evaluate(recon_npz, extra_json, settings: dict, seed: int, out_tsv, out_json) -> None:
-    """Metrics of one reconstruction file (see :func:`fmrirecon.evaluation.evaluate`)
-    plus the method's own metrics computed at reconstruction."""
+def training_images(trials_path, stimuli_dir, images: dict) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct images of the training trials (sorted stim_files) and their names."""
+    trials = pd.read_csv(trials_path, sep="\t", dtype={"stim_file": str})
+    missing = {"split", "stim_file"} - set(trials.columns)
+    if missing:
+        raise ValueError(f"{trials_path}: no column(s) {sorted(missing)}")
+    names = np.array(sorted(set(trials.loc[trials["split"] == "train", "stim_file"])), dtype=str)
+    if len(names) == 0:
+        raise ValueError(f"{trials_path}: no training trials for the baselines")
+    return load_stimuli(stimuli_dir, names, images["size"], images["channels"]), names
+
+
+def evaluate(recon_npz, extra_json, settings: dict, seed: int, out_tsv, out_json,
+             trials_path=None, stimuli_dir=None, images: dict | None = None) -> None:
+    """Metrics of one reconstruction file and of its baselines (see
+    :func:`fmrirecon.evaluation.evaluate`) plus the method's own metrics computed at
+    reconstruction. With ``trials_path``, ``stimuli_dir`` and ``images``, the training
+    images give the mean-image and retrieval baselines."""
     from .evaluation import evaluate as run, write_evaluation
 
     data = np.load(recon_npz)
+    train, names = (training_images(trials_path, stimuli_dir, images)
+                    if trials_path is not None else (None, None))
     per_image, summary = run(data["images"], data["true"], data["stim_file"],
-                             n_way=tuple(settings["n_way"]), n_boot=settings["n_boot"], seed=seed)
+                             n_way=tuple(settings["n_way"]), n_boot=settings["n_boot"], seed=seed,
+                             train_images=train, train_stim_files=names)
     extra = json.loads(Path(extra_json).read_text())
     clash = set(extra) & set(summary)
     if clash:
         raise ValueError(f"{extra_json}: method metrics {sorted(clash)} shadow standard ones")
     write_evaluation(per_image, {**summary, **extra}, out_tsv, out_json)
+    for metric in ("pixcorr", "ssim", "ident2"):
+        entry = summary[metric]
+        baselines = ", ".join(f"{name} {b['mean']:.3f}" for name, b in entry["baselines"].items())
+        log.info("%s %.3f [%.3f, %.3f] on %d images at %d px; baselines: %s", metric,
+                 entry["mean"], entry["ci_low"], entry["ci_high"], len(per_image),
+                 data["images"].shape[1], baselines)
+
+
+def field_metrics(recon_paths: dict, trials_path, stimuli_dir, images: dict, settings: dict,
+                  n_boot: int, seed: int, out_tsv, out_json) -> None:
+    """The NSD papers' metric table of every method on one subject's split
+    (:func:`fmrirecon.perceptual_metrics.field_metrics`), with its baselines.
+
+    ``recon_paths`` maps each method to its ``_recon.npz``; all must hold the same test
+    images in the same order. ``settings``: config section ``field_metrics``.
+    """
+    from .evaluation import _nan_to_none
+    from .perceptual_metrics import field_metrics as run
+
+    recons, first = {}, None
+    for method, path in recon_paths.items():
+        data = np.load(path)
+        if first is None:
+            first, true, stim_files = path, data["true"], data["stim_file"]
+        elif not np.array_equal(data["stim_file"], stim_files):
+            raise ValueError(f"{path}: test images differ from those of {first} (same split, same subject)")
+        recons[method] = data["images"]
+    train, _ = training_images(trials_path, stimuli_dir, images)
+    per_image, summary = run(recons, true, stim_files, train_images=train,
+                             networks=settings["networks"], n_boot=n_boot, seed=seed,
+                             n_shuffles=settings["n_shuffles"], device=settings["device"])
+    per_image.to_csv(out_tsv, sep="\t", index=False, na_rep="n/a")
+    Path(out_json).write_text(json.dumps(_nan_to_none(summary), indent=2) + "\n")
+    missing = [name for name, status in summary["networks"].items() if not status["found"]]
+    log.info("field metrics of %s on %d images; no weights for %s", ", ".join(recons), len(true),
+             ", ".join(missing) or "none")
+
+
+def quality(betas_path, trials_path, voxels_path, out_json, out_figures: dict,
+            runs: list[dict] | None = None, glm: dict | None = None,
+            train_tasks: list[str] | None = None) -> None:
+    """Data quality of one subject: counts, warnings and figures
+    (:func:`fmrirecon.quality.subject_quality`)."""
+    from .quality import subject_quality
+
+    subject_quality(betas_path, trials_path, voxels_path, out_json, out_figures,
+                    runs=runs or None, glm=glm, train_tasks=train_tasks)
 
 
 def classify(betas_path, trials_path, voxels_path, stimuli_dir, settings: dict, seed: int,
@@ -193,40 +292,54 @@ def classify(betas_path, trials_path, voxels_path, stimuli_dir, settings: dict, 
              summary["accuracy"]["chance"])
 
 
-def report(summary_paths, grid_paths, history_paths, config: dict, out_html, out_tsv,
-           betas_paths: dict | None = None, classification_paths=(),
-           named_histories: dict | None = None, benchmark_dir=None) -> None:
+def report(evaluations: list[dict], config: dict, out_html, out_tsv, *, field=(), quality=(),
+           curves=(), classifications=(), betas_paths: dict | None = None, benchmark_dir=None,
+           what_ran: dict | None = None, defaults: dict | None = None, run_info=None,
+           repository=None) -> None:
     """The aggregated HTML report and the long metrics table.
 
+    Every input is a structured record built by the workflow (``report.smk``), see
+    :mod:`fmrirecon.report`: ``evaluations`` (subject, method, split -> summary JSON,
+    per-image metrics TSV, recon NPZ), ``field`` (subject, split -> the field's table),
+    ``quality`` (subject -> summary JSON and figures), ``curves`` (label -> training
+    curves TSV), ``classifications`` (subject, classifier -> JSON and per-item TSV).
     ``betas_paths`` (subject -> betas HDF5) adds the reliability of each step of the
-    ``denoised`` GLM; ``classification_paths`` (``sub-<s>_desc-<classifier>
-    _classification.json`` of :func:`classify`) add the classification accuracies;
-    ``named_histories`` (label -> curves TSV) adds training curves of shared models,
-    such as the generator; ``benchmark_dir`` (the jobs' Snakemake benchmark files) adds
-    each stage's wall time and peak memory.
+    ``denoised`` GLM; ``benchmark_dir`` (the jobs' Snakemake benchmark files) adds
+    each stage's wall time and peak memory; ``what_ran``, ``defaults``, ``run_info``
+    and ``repository`` give the provenance header (:func:`fmrirecon.report.provenance`).
     """
     from .report import (build_report, classification_metrics, classification_section,
-                         collect_metrics, index_by_name, resources_section,
-                         training_curves_section, write_metrics_table)
+                         collect_metrics, provenance, resources_section, training_curves_section,
+                         write_metrics_table)
 
-    metrics = collect_metrics(summary_paths)
-    classified = classification_metrics(classification_paths)
+    evaluations, field, quality = list(evaluations), list(field), list(quality)
+    metrics = collect_metrics(evaluations, field)
+    classified = classification_metrics(classifications)
     if len(classified):
         # (pandas deprecates empty frames in concat: their dtypes may not be kept)
-        metrics = pd.concat([metrics, classified], ignore_index=True)
+        metrics = pd.concat([metrics, classified], ignore_index=True) if len(metrics) else classified
     write_metrics_table(metrics, out_tsv)
-    sections = [classification_section(classification_paths), training_curves_section(history_paths, named_histories)]
+    sections = [classification_section(classifications), training_curves_section(curves)]
     if betas_paths:
         from .glm_denoise import reliability_by_step
 
         table, figure = reliability_by_step(betas_paths)
         sections += [{"title": "Single-trial reliability by GLM step", "figure": figure},
                      {"title": "Single-trial reliability by GLM step (medians)", "table": table}]
+    info = provenance(what_ran or {}, config, defaults, run_info, repository)
     if benchmark_dir is not None:
-        sections.append(resources_section(benchmark_dir))
-    build_report(metrics, index_by_name(grid_paths), config, Path(out_html),
-                 extra_sections=[s for s in sections if s is not None],
-                 title=config["report"]["title"])
+        resources = resources_section(benchmark_dir)
+        sections.append(resources)
+        if resources is not None:
+            total = resources["table"].iloc[-1]
+            info["compute"] = (f"{int(total['jobs'])} jobs, {total['total wall time (s)'] / 60:.1f} min of "
+                               f"job time, peak memory {total['peak memory of a job (MB)']:.0f} MB "
+                               "(per stage: the last section)")
+    out = build_report(evaluations, config, Path(out_html), metrics=metrics, field=field, quality=quality,
+                       provenance_info=info, extra_sections=[s for s in sections if s is not None],
+                       title=config["report"]["title"])
+    log.info("%d evaluations, %d field tables, %d quality summaries; %d metric rows; report %s",
+             len(evaluations), len(field), len(quality), len(metrics), out)
 
 
 def derivatives_description(out_json, kind: str = "fmrirecon") -> None:

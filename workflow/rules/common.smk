@@ -303,19 +303,3 @@ def excluded_stimuli(network):
             "table; leave the study's images out of the training folder instead"
         )
     return STIMULI
-
-
-def evaluation_records():
-    """One record per (subject, method, split) with its files: what the report can take
-    instead of parsing file names (their desc glues method and split together). Called
-    by report.smk, once the rules it names exist."""
-    records = []
-    for subject in SUBJECTS:
-        for method in METHODS:
-            for split in EVAL_SPLITS:
-                names = dict(subject=subject, method=method, split=split)
-                records.append({**names,
-                                "summary": rules.evaluate.output.summary.format(**names),
-                                "grid": rules.reconstruct.output.grid.format(**names),
-                                "history": rules.decode.output.history.format(**names)})
-    return records

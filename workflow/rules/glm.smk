@@ -51,11 +51,8 @@ else:
         output:
             betas=betas_files("{subject}")["betas"],
             trials=betas_files("{subject}")["trials"],
-            reliability=report(
-                OUT / "sub-{subject}" / "func" / f"sub-{{subject}}_desc-{config['glm']['method']}reliability_statmap.nii.gz",
-                caption="../report/reliability.rst",
-                category="Single-trial GLM",
-            ),
+            # drawn over the mean EPI by the quality rule, whose PNGs go into --report
+            reliability=OUT / "sub-{subject}" / "func" / f"sub-{{subject}}_desc-{config['glm']['method']}reliability_statmap.nii.gz",
             # glm.method denoised: chosen HRF, R2, noise components, ridge fraction, noise pool
             **{
                 key: OUT / "sub-{subject}" / "func" / f"sub-{{subject}}_desc-denoised{suffix}"

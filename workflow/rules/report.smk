@@ -1,27 +1,58 @@
-# One report across subjects, methods and splits.
+# One report across subjects, methods and splits, from structured records (never
+# parsed from file names): each evaluation's files, the field's table, data quality,
+# training curves, classifications, compute resources and the run's provenance.
+import json
+import shlex
+import sys
+from datetime import datetime, timezone
 
-_EVALS = dict(subject=SUBJECTS, method=METHODS, split=EVAL_SPLITS)
+from snakemake.logging import logger
+
+
+onstart:
+    RUN_INFO.parent.mkdir(parents=True, exist_ok=True)
+    argv = list(sys.argv)
+    if argv and argv[0].endswith("__main__.py"):
+        argv = ["python", "-m", "snakemake", *argv[1:]]
+    RUN_INFO.write_text(json.dumps({
+        "command": shlex.join(argv),
+        "started": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "workdir": str(Path.cwd()),
+    }, indent=2) + "\n")
+
+
+onsuccess:
+    if (REPORT / "index.html").is_file():
+        logger.info(f"Report: {(Path.cwd() / REPORT / 'index.html').resolve()}")
 
 
 rule report:
     input:
-        summaries=expand(rules.evaluate.output.summary, **_EVALS),
-        grids=expand(rules.reconstruct.output.grid, **_EVALS),
-        histories=expand(rules.decode.output.history, subject=SUBJECTS, method=METHODS),
-        generator_curves=GENERATOR_CURVES,
+        evaluations=_files(evaluation_records(), "summary", "metrics", "recon"),
+        field=_files(field_records(), "summary", "metrics"),
+        quality=[r["summary"] for r in quality_records()] + [f for r in quality_records() for f in r["figures"].values()],
+        curves=_files(curve_records(), "curves"),
+        classifications=_files(classification_records(), "summary", "items"),
         betas=expand(betas_files("{subject}")["betas"], subject=SUBJECTS),
-        classifications=expand(rules.classify.output.summary, subject=SUBJECTS) if CLASSIFY["label"] else [],
     output:
         html=report(REPORT / "index.html", caption="../report/index.rst", category="Report"),
         metrics=report(REPORT / "metrics.tsv", caption="../report/metrics.rst", category="Report"),
     params:
+        evaluations=evaluation_records(),
+        field=field_records(),
+        quality=quality_records(),
+        curves=curve_records(),
+        classifications=classification_records(),
         config=config,
+        defaults=schema_defaults(),
+        what_ran=what_ran(),
         # the denoised GLM's step-by-step reliability goes into the report
         step_reliability=not IMPORTED and config["glm"]["method"] == "denoised",
         subjects=SUBJECTS,
-        records=evaluation_records(),
         # every job's wall time and peak memory (benchmark files, read when they exist)
         benchmarks=BENCHMARKS,
+        run_info=RUN_INFO,
+        repository=workflow.basedir,
     log:
         LOGS / "report.log",
     conda:

@@ -6,9 +6,9 @@ log_to(snakemake.log[0])
 
 from fmrirecon.stages import report
 
-betas = dict(zip(snakemake.params.subjects, snakemake.input.betas))
-report(snakemake.input.summaries, snakemake.input.grids, snakemake.input.histories,
-       snakemake.params.config, snakemake.output.html, snakemake.output.metrics,
-       betas if snakemake.params.step_reliability else None, snakemake.input.classifications,
-       {"generator (VAE-GAN)": p for p in snakemake.input.generator_curves},
-       benchmark_dir=snakemake.params.benchmarks)
+p = snakemake.params
+betas = dict(zip(p.subjects, snakemake.input.betas))
+report(p.evaluations, p.config, snakemake.output.html, snakemake.output.metrics, field=p.field,
+       quality=p.quality, curves=p.curves, classifications=p.classifications,
+       betas_paths=betas if p.step_reliability else None, benchmark_dir=p.benchmarks,
+       what_ran=p.what_ran, defaults=p.defaults, run_info=p.run_info, repository=p.repository)

@@ -1,0 +1,39 @@
+# Data quality per subject: brain mask, reliability and noise-ceiling maps, voxel
+# histograms, motion, the design matrix of one run, variance explained, counts.
+from fmrirecon.quality import BETAS_FIGURES, BOLD_FIGURES
+
+QUALITY_FIGURES = list(BETAS_FIGURES if IMPORTED else BOLD_FIGURES)
+
+
+rule quality:
+    input:
+        unpack(lambda wc: {} if IMPORTED else glm_inputs(wc)),
+        **betas_files("{subject}"),
+        voxels=rules.select_voxels.output[0],
+    output:
+        summary=OUT / "sub-{subject}" / "figures" / "sub-{subject}_desc-quality.json",
+        **{
+            key: report(
+                OUT / "sub-{subject}" / "figures" / f"sub-{{subject}}_desc-{key}_quality.png",
+                caption="../report/quality.rst",
+                category="Data quality",
+                subcategory="sub-{subject}",
+                labels={"subject": "sub-{subject}", "figure": key},
+            )
+            for key in QUALITY_FIGURES
+        },
+    params:
+        runs=lambda wc: [] if IMPORTED else glm_runs(wc.subject),
+        glm=config["glm"],
+        # tasks of the runs that hold training trials (by task, session or events column)
+        train_tasks=lambda wc: [] if IMPORTED else sorted(
+            {r["task"] for r in runs_of(wc.subject).to_dict("records") if "train" in run_splits(r, DESIGN)}),
+        figures=QUALITY_FIGURES,
+    log:
+        LOGS / "quality" / "sub-{subject}.log",
+    benchmark:
+        BENCHMARKS / "quality" / "sub-{subject}.tsv",
+    conda:
+        "../../envs/fmri.yaml"
+    script:
+        "../scripts/quality.py"
