@@ -33,13 +33,13 @@ _ORDER = {short: i for i, (short, _) in enumerate(ENTITIES)}
 #: long names): everything a raw BOLD file name can carry before its suffix.
 RUN_ENTITIES = ("session", "task", "acquisition", "ceagent", "reconstruction", "direction",
                 "run", "echo")
-_LABEL = re.compile(r"[a-zA-Z0-9]+")
-_PATTERN = re.compile(r"\{[a-zA-Z_][a-zA-Z0-9_]*\}")  # a Snakemake wildcard such as {subject}
+# letters and digits, or Snakemake wildcards such as {subject} standing for them
+_LABEL = re.compile(r"(?:[a-zA-Z0-9]|\{[a-zA-Z_][a-zA-Z0-9_]*\})+")
 
 
 def _check_label(key: str, value: str) -> str:
     value = str(value)
-    if not (_LABEL.fullmatch(value) or _PATTERN.fullmatch(value)):
+    if not _LABEL.fullmatch(value):
         raise ValueError(f"BIDS entity {key}: label {value!r} must be letters and digits only")
     return value
 
@@ -50,12 +50,13 @@ def bids_name(suffix: str, extension: str = "", **entities) -> str:
     Parameters
     ----------
     suffix : str
-        The name's last part (``bold``, ``mask``, ``betas``...).
+        The name's last part (``bold``, ``mask``, ``betas``...); ``""`` for none.
     extension : str, default=""
         With its leading dot (``.nii.gz``).
     **entities
         Entity labels by short (``ses``) or long (``session``) name. ``None`` and ``""``
-        leave the entity out; a Snakemake wildcard (``"{subject}"``) is kept as is.
+        leave the entity out; Snakemake wildcards (``"{subject}"``, ``"{method}{split}"``)
+        are kept as they are.
 
     Returns
     -------
@@ -75,7 +76,7 @@ def bids_name(suffix: str, extension: str = "", **entities) -> str:
         parts.append((_ORDER[_SHORT[key]], f"{_SHORT[key]}-{_check_label(key, value)}"))
     if len({order for order, _ in parts}) != len(parts):
         raise ValueError(f"an entity is given twice in {entities}")
-    return "_".join([p for _, p in sorted(parts)] + [suffix]) + extension
+    return "_".join([p for _, p in sorted(parts)] + ([suffix] if suffix else [])) + extension
 
 
 def bids_path(root: str | Path, datatype: str | None, suffix: str, extension: str = "",
@@ -117,4 +118,4 @@ def run_entities(row) -> dict:
 def run_key(row) -> str:
     """A run's name without suffix, unique within a dataset:
     ``sub-01_ses-02_task-train_run-01``."""
-    return bids_name("", **run_entities(row)).rstrip("_")
+    return bids_name("", **run_entities(row))

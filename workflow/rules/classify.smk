@@ -10,17 +10,17 @@ rule classify:
         # the images this subject saw (not the folder: its mtime changes with any new file)
         stimulus_files=stimulus_files,
     output:
-        per_item=OUT / "sub-{subject}" / "eval" / f"sub-{{subject}}_desc-{CLASSIFY['classifier']}_classification.tsv",
-        summary=OUT / "sub-{subject}" / "eval" / f"sub-{{subject}}_desc-{CLASSIFY['classifier']}_classification.json",
+        per_item=out_file("eval", "classification", ".tsv", subject="{subject}", desc=CLASSIFY["classifier"]),
+        summary=out_file("eval", "classification", ".json", subject="{subject}", desc=CLASSIFY["classifier"]),
     params:
         stimuli=stimuli_folder,
         settings=CLASSIFY,
         seed=config["seed"],
         n_boot=config["evaluation"]["n_boot"],
     log:
-        LOGS / "classify" / "sub-{subject}.log",
+        job_file(LOGS, "classify", ".log", subject="{subject}"),
     benchmark:
-        BENCHMARKS / "classify" / "sub-{subject}.tsv",
+        job_file(BENCHMARKS, "classify", ".tsv", subject="{subject}"),
     conda:
         "../../envs/fmri.yaml"
     script:

@@ -14,7 +14,7 @@ from snakemake_interface_executor_plugins.settings import DeploymentMethod
 from fmrirecon.bids import (BIDSInputError, MANIFEST_COLUMNS, design_settings, manifest_from_plan,
                             read_manifest, run_splits, stimuli_spec, write_manifest)
 from fmrirecon.config import ConfigError, check_config
-from fmrirecon.paths import bids_path
+from fmrirecon.paths import bids_name, bids_path
 from fmrirecon.preflight import check_bids_study
 from fmrirecon.preprocess import derivative_files
 from fmrirecon.preprocess.fmriprep import fmriprep_command
@@ -251,11 +251,23 @@ def stimuli_folder(wildcards):
     return str(STIMULI).format(subject=wildcards.subject) if IMPORTED else str(STIMULI)
 
 
+def out_file(datatype, suffix, extension="", **entities):
+    """A file of the workflow's own derivatives (``results/derivatives/fmrirecon``), named
+    from its entities by fmrirecon.paths.bids_path (Snakemake wildcards allowed):
+    ``out_file("recon", "model", ".pkl", subject="{subject}", desc="{method}")``."""
+    return bids_path(OUT, datatype, suffix, extension, **entities)
+
+
+def job_file(folder, rule, extension, **entities):
+    """A job's log or benchmark file, ``<folder>/<rule>/<its entities><extension>``."""
+    return folder / rule / bids_name("", extension, **entities)
+
+
 def betas_files(subject):
     """The single-trial betas of one subject (from the GLM, or imported)."""
     label = "imported" if IMPORTED else config["glm"]["method"]
-    stem = OUT / f"sub-{subject}" / "func" / f"sub-{subject}_desc-{label}"
-    return {"betas": f"{stem}_betas.h5", "trials": f"{stem}_trials.tsv"}
+    return {"betas": str(out_file("func", "betas", ".h5", subject=subject, desc=label)),
+            "trials": str(out_file("func", "trials", ".tsv", subject=subject, desc=label))}
 
 
 def method_settings(method):

@@ -9,19 +9,19 @@ rule decode:
         # the images this subject saw (not the folder: its mtime changes with any new file)
         stimulus_files=stimulus_files,
     output:
-        model=OUT / "sub-{subject}" / "recon" / "sub-{subject}_desc-{method}_model.pkl",
-        history=OUT / "sub-{subject}" / "recon" / "sub-{subject}_desc-{method}_curves.tsv",
+        model=out_file("recon", "model", ".pkl", subject="{subject}", desc="{method}"),
+        history=out_file("recon", "curves", ".tsv", subject="{subject}", desc="{method}"),
     params:
         stimuli=stimuli_folder,
         settings=method_parameters,
         images=config["images"],
         seed=config["seed"],
-        work_dir=lambda wc: OUT / f"sub-{wc.subject}" / "recon" / f"sub-{wc.subject}_desc-{wc.method}_checkpoints",
+        work_dir=lambda wc: out_file("recon", "checkpoints", subject=wc.subject, desc=wc.method),
     threads: 2
     log:
-        LOGS / "decode" / "sub-{subject}_desc-{method}.log",
+        job_file(LOGS, "decode", ".log", subject="{subject}", desc="{method}"),
     benchmark:
-        BENCHMARKS / "decode" / "sub-{subject}_desc-{method}.tsv",
+        job_file(BENCHMARKS, "decode", ".tsv", subject="{subject}", desc="{method}"),
     conda:
         "../../envs/torch.yaml"
     script:

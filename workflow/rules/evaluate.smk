@@ -10,17 +10,17 @@ rule evaluate:
         trials=betas_files("{subject}")["trials"],
         stimulus_files=stimulus_files,
     output:
-        metrics=OUT / "sub-{subject}" / "eval" / "sub-{subject}_desc-{method}{split}_metrics.tsv",
-        summary=OUT / "sub-{subject}" / "eval" / "sub-{subject}_desc-{method}{split}_summary.json",
+        metrics=out_file("eval", "metrics", ".tsv", subject="{subject}", desc="{method}{split}"),
+        summary=out_file("eval", "summary", ".json", subject="{subject}", desc="{method}{split}"),
     params:
         stimuli=stimuli_folder,
         settings=config["evaluation"],
         images=config["images"],
         seed=config["seed"],
     log:
-        LOGS / "evaluate" / "sub-{subject}_desc-{method}{split}.log",
+        job_file(LOGS, "evaluate", ".log", subject="{subject}", desc="{method}{split}"),
     benchmark:
-        BENCHMARKS / "evaluate" / "sub-{subject}_desc-{method}{split}.tsv",
+        job_file(BENCHMARKS, "evaluate", ".tsv", subject="{subject}", desc="{method}{split}"),
     conda:
         "../../envs/fmri.yaml"
     script:
@@ -35,8 +35,8 @@ rule field_metrics:
         trials=betas_files("{subject}")["trials"],
         stimulus_files=stimulus_files,
     output:
-        metrics=OUT / "sub-{subject}" / "eval" / "sub-{subject}_desc-{split}_fieldmetrics.tsv",
-        summary=OUT / "sub-{subject}" / "eval" / "sub-{subject}_desc-{split}_fieldmetrics.json",
+        metrics=out_file("eval", "fieldmetrics", ".tsv", subject="{subject}", desc="{split}"),
+        summary=out_file("eval", "fieldmetrics", ".json", subject="{subject}", desc="{split}"),
     params:
         stimuli=stimuli_folder,
         methods=METHODS,
@@ -46,9 +46,9 @@ rule field_metrics:
         seed=config["seed"],
     threads: 1
     log:
-        LOGS / "field_metrics" / "sub-{subject}_desc-{split}.log",
+        job_file(LOGS, "field_metrics", ".log", subject="{subject}", desc="{split}"),
     benchmark:
-        BENCHMARKS / "field_metrics" / "sub-{subject}_desc-{split}.tsv",
+        job_file(BENCHMARKS, "field_metrics", ".tsv", subject="{subject}", desc="{split}"),
     conda:
         "../../envs/torch.yaml"
     script:

@@ -16,9 +16,9 @@ if NSD:
             # one session's ROI box plus the subject's matrix (docs/formats.md, NSD costs)
             mem_mb=lambda wc, input: 4000 + 80 * len(input.sessions),
         log:
-            LOGS / "import_nsd" / "sub-{subject}.log",
+            job_file(LOGS, "import_nsd", ".log", subject="{subject}"),
         benchmark:
-            BENCHMARKS / "import_nsd" / "sub-{subject}.tsv",
+            job_file(BENCHMARKS, "import_nsd", ".tsv", subject="{subject}"),
         conda:
             "../../envs/fmri.yaml"
         script:
@@ -35,9 +35,9 @@ elif IMPORTED:
         params:
             spec=IMPORT_SPEC,
         log:
-            LOGS / "import_betas" / "sub-{subject}.log",
+            job_file(LOGS, "import_betas", ".log", subject="{subject}"),
         benchmark:
-            BENCHMARKS / "import_betas" / "sub-{subject}.tsv",
+            job_file(BENCHMARKS, "import_betas", ".tsv", subject="{subject}"),
         conda:
             "../../envs/fmri.yaml"
         script:
@@ -52,11 +52,14 @@ else:
             betas=betas_files("{subject}")["betas"],
             trials=betas_files("{subject}")["trials"],
             # drawn over the mean EPI by the quality rule, whose PNGs go into --report
-            reliability=OUT / "sub-{subject}" / "func" / f"sub-{{subject}}_desc-{config['glm']['method']}reliability_statmap.nii.gz",
+            reliability=out_file("func", "statmap", ".nii.gz", subject="{subject}",
+                                 desc=f"{config['glm']['method']}reliability"),
             # glm.method denoised: chosen HRF, R2, noise components, ridge fraction, noise pool
             **{
-                key: OUT / "sub-{subject}" / "func" / f"sub-{{subject}}_desc-denoised{suffix}"
-                for key, suffix in (DENOISED_MAPS.items() if config["glm"]["method"] == "denoised" else [])
+                # DENOISED_MAPS: key -> "<what>_<suffix>.<extension>" after desc-denoised
+                key: out_file("func", name.split("_")[1].split(".")[0], f".{name.split('.', 1)[1]}",
+                              subject="{subject}", desc=f"denoised{name.split('_')[0]}")
+                for key, name in (DENOISED_MAPS.items() if config["glm"]["method"] == "denoised" else [])
             },
         params:
             runs=lambda wc: glm_runs(wc.subject),
@@ -64,9 +67,9 @@ else:
             settings=config["glm"],
         threads: 2
         log:
-            LOGS / "glm" / "sub-{subject}.log",
+            job_file(LOGS, "glm", ".log", subject="{subject}"),
         benchmark:
-            BENCHMARKS / "glm" / "sub-{subject}.tsv",
+            job_file(BENCHMARKS, "glm", ".tsv", subject="{subject}"),
         conda:
             "../../envs/fmri.yaml"
         script:
@@ -77,13 +80,13 @@ rule select_voxels:
     input:
         **betas_files("{subject}"),
     output:
-        OUT / "sub-{subject}" / "func" / "sub-{subject}_desc-selected_mask.nii.gz",
+        out_file("func", "mask", ".nii.gz", subject="{subject}", desc="selected"),
     params:
         settings=config["voxels"],
     log:
-        LOGS / "select_voxels" / "sub-{subject}.log",
+        job_file(LOGS, "select_voxels", ".log", subject="{subject}"),
     benchmark:
-        BENCHMARKS / "select_voxels" / "sub-{subject}.tsv",
+        job_file(BENCHMARKS, "select_voxels", ".tsv", subject="{subject}"),
     conda:
         "../../envs/fmri.yaml"
     script:

@@ -9,9 +9,9 @@ if PREP_METHOD == "light":
         output:
             bids_path(PREP, "func", "boldref", ".nii.gz", subject="{subject}", desc="light"),
         log:
-            LOGS / "bold_reference" / "sub-{subject}.log",
+            job_file(LOGS, "bold_reference", ".log", subject="{subject}"),
         benchmark:
-            BENCHMARKS / "bold_reference" / "sub-{subject}.tsv",
+            job_file(BENCHMARKS, "bold_reference", ".tsv", subject="{subject}"),
         conda:
             "../../envs/fmri.yaml"
         script:
@@ -77,9 +77,9 @@ elif PREP_METHOD == "fmriprep" and config["preprocess"]["fmriprep"]["engine"] ==
             mem_mb=_FMRIPREP["mem_mb"],
             runtime=24 * 60,
         log:
-            LOGS / "fmriprep" / "sub-{subject}.log",
+            job_file(LOGS, "fmriprep", ".log", subject="{subject}"),
         benchmark:
-            BENCHMARKS / "fmriprep" / "sub-{subject}.tsv",
+            job_file(BENCHMARKS, "fmriprep", ".tsv", subject="{subject}"),
         container:
             container_image(_FMRIPREP)
         shell:
@@ -104,9 +104,9 @@ elif PREP_METHOD == "fmriprep":
             mem_mb=config["preprocess"]["fmriprep"]["mem_mb"],
             runtime=24 * 60,
         log:
-            LOGS / "fmriprep" / "sub-{subject}.log",
+            job_file(LOGS, "fmriprep", ".log", subject="{subject}"),
         benchmark:
-            BENCHMARKS / "fmriprep" / "sub-{subject}.tsv",
+            job_file(BENCHMARKS, "fmriprep", ".tsv", subject="{subject}"),
         conda:
             "../../envs/fmri.yaml"
         script:

@@ -11,10 +11,10 @@ rule quality:
         **betas_files("{subject}"),
         voxels=rules.select_voxels.output[0],
     output:
-        summary=OUT / "sub-{subject}" / "figures" / "sub-{subject}_desc-quality.json",
+        summary=out_file("figures", "", ".json", subject="{subject}", desc="quality"),
         **{
             key: report(
-                OUT / "sub-{subject}" / "figures" / f"sub-{{subject}}_desc-{key}_quality.png",
+                out_file("figures", "quality", ".png", subject="{subject}", desc=key),
                 caption="../report/quality.rst",
                 category="Data quality",
                 subcategory="sub-{subject}",
@@ -30,9 +30,9 @@ rule quality:
             {r["task"] for r in runs_of(wc.subject).to_dict("records") if "train" in run_splits(r, DESIGN)}),
         figures=QUALITY_FIGURES,
     log:
-        LOGS / "quality" / "sub-{subject}.log",
+        job_file(LOGS, "quality", ".log", subject="{subject}"),
     benchmark:
-        BENCHMARKS / "quality" / "sub-{subject}.tsv",
+        job_file(BENCHMARKS, "quality", ".tsv", subject="{subject}"),
     conda:
         "../../envs/fmri.yaml"
     script:

@@ -10,15 +10,15 @@ rule reconstruct:
         # the images this subject saw (not the folder: its mtime changes with any new file)
         stimulus_files=stimulus_files,
     output:
-        recon=OUT / "sub-{subject}" / "recon" / "sub-{subject}_desc-{method}{split}_recon.npz",
+        recon=out_file("recon", "recon", ".npz", subject="{subject}", desc="{method}{split}"),
         grid=report(
-            OUT / "sub-{subject}" / "recon" / "sub-{subject}_desc-{method}{split}_recon.png",
+            out_file("recon", "recon", ".png", subject="{subject}", desc="{method}{split}"),
             caption="../report/reconstruction.rst",
             category="Reconstructions",
             subcategory="{method}",
             labels={"subject": "{subject}", "method": "{method}", "split": "{split}"},
         ),
-        extra=OUT / "sub-{subject}" / "recon" / "sub-{subject}_desc-{method}{split}_extra.json",
+        extra=out_file("recon", "extra", ".json", subject="{subject}", desc="{method}{split}"),
     params:
         stimuli=stimuli_folder,
         images=config["images"],
@@ -28,9 +28,9 @@ rule reconstruct:
     resources:
         gpu=1,
     log:
-        LOGS / "reconstruct" / "sub-{subject}_desc-{method}{split}.log",
+        job_file(LOGS, "reconstruct", ".log", subject="{subject}", desc="{method}{split}"),
     benchmark:
-        BENCHMARKS / "reconstruct" / "sub-{subject}_desc-{method}{split}.tsv",
+        job_file(BENCHMARKS, "reconstruct", ".tsv", subject="{subject}", desc="{method}{split}"),
     conda:
         "../../envs/torch.yaml"
     script:

@@ -1,11 +1,8 @@
 # The built-in simulated study: a BIDS raw dataset plus its ground truth.
 if SIMULATED:
     _first = PLAN["subjects"][0]
-    _stems = [
-        f"sub-{{subject}}_task-{r['task']}_run-{r['run']:02d}"
-        for r in PLAN["runs"]
-        if r["subject"] == _first
-    ]
+    # the simulated runs of one subject, as BIDS names them (the plan is the same for all)
+    _runs = [dict(task=r["task"], run=f"{r['run']:02d}") for r in PLAN["runs"] if r["subject"] == _first]
 
     # The images depend on a few settings only: a change of the brain, the noise or the
     # design keeps them, and every network trained on them.
@@ -96,18 +93,18 @@ if SIMULATED:
                 else {}
             ),
         output:
-            bold=[BIDS / "sub-{subject}" / "func" / f"{s}_bold.nii.gz" for s in _stems],
-            sidecar=[BIDS / "sub-{subject}" / "func" / f"{s}_bold.json" for s in _stems],
-            events=[BIDS / "sub-{subject}" / "func" / f"{s}_events.tsv" for s in _stems],
-            t1w=BIDS / "sub-{subject}" / "anat" / "sub-{subject}_T1w.nii.gz",
-            truth=TRUTH / "sub-{subject}_truth.h5",
+            bold=[bids_path(BIDS, "func", "bold", ".nii.gz", subject="{subject}", **r) for r in _runs],
+            sidecar=[bids_path(BIDS, "func", "bold", ".json", subject="{subject}", **r) for r in _runs],
+            events=[bids_path(BIDS, "func", "events", ".tsv", subject="{subject}", **r) for r in _runs],
+            t1w=bids_path(BIDS, "anat", "T1w", ".nii.gz", subject="{subject}"),
+            truth=TRUTH / bids_name("truth", ".h5", subject="{subject}"),
         params:
             sim=SIM,
             bids_dir=BIDS,
         log:
-            LOGS / "simulate_subject" / "sub-{subject}.log",
+            job_file(LOGS, "simulate_subject", ".log", subject="{subject}"),
         benchmark:
-            BENCHMARKS / "simulate_subject" / "sub-{subject}.tsv",
+            job_file(BENCHMARKS, "simulate_subject", ".tsv", subject="{subject}"),
         conda:
             "../../envs/fmri.yaml"
         script:
