@@ -91,6 +91,9 @@ def test_path_builder_orders_entities_as_bids():
     assert path.as_posix() == ("d/sub-01/ses-2/func/sub-01_ses-2_task-x_acq-fast_dir-AP_run-03_space-T1w_res-2"
                                "_desc-preproc_bold.nii.gz")
     assert bids_name("betas", ".h5", desc="lsa", subject="{subject}") == "sub-{subject}_desc-lsa_betas.h5"
+    assert bids_name("recon", ".npz", subject="{subject}", desc="{method}{split}") == \
+        "sub-{subject}_desc-{method}{split}_recon.npz"
+    assert bids_name("", ".log", subject="01", desc="pca") == "sub-01_desc-pca.log"
     with pytest.raises(ValueError, match="ses: label 'a_b'"):
         bids_name("bold", ses="a_b", sub="01")
     with pytest.raises(ValueError, match="unknown BIDS entity 'session_id'"):
