@@ -263,6 +263,17 @@ def job_file(folder, rule, extension, **entities):
     return folder / rule / bids_name("", extension, **entities)
 
 
+def denoised_maps():
+    """The per-voxel maps of glm.method denoised (fmrirecon.stages.DENOISED_MAPS) as
+    outputs of the glm rule."""
+    files = {}
+    for key, name in DENOISED_MAPS.items():  # "<what>_<suffix>.<extension>" after desc-denoised
+        what, rest = name.split("_", 1)
+        suffix, extension = rest.split(".", 1)
+        files[key] = out_file("func", suffix, f".{extension}", subject="{subject}", desc=f"denoised{what}")
+    return files
+
+
 def betas_files(subject):
     """The single-trial betas of one subject (from the GLM, or imported)."""
     label = "imported" if IMPORTED else config["glm"]["method"]

@@ -55,12 +55,7 @@ else:
             reliability=out_file("func", "statmap", ".nii.gz", subject="{subject}",
                                  desc=f"{config['glm']['method']}reliability"),
             # glm.method denoised: chosen HRF, R2, noise components, ridge fraction, noise pool
-            **{
-                # DENOISED_MAPS: key -> "<what>_<suffix>.<extension>" after desc-denoised
-                key: out_file("func", name.split("_")[1].split(".")[0], f".{name.split('.', 1)[1]}",
-                              subject="{subject}", desc=f"denoised{name.split('_')[0]}")
-                for key, name in (DENOISED_MAPS.items() if config["glm"]["method"] == "denoised" else [])
-            },
+            **(denoised_maps() if config["glm"]["method"] == "denoised" else {}),
         params:
             runs=lambda wc: glm_runs(wc.subject),
             splits=SPLIT_TASKS,
