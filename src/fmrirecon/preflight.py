@@ -330,6 +330,10 @@ def _check_derivatives(manifest, prep_dir: Path, space, res, cache, problems):
                     if others else "; is derivatives_dir the fMRIPrep output of this dataset?")
             if kind == "bold" and list(path.parent.glob(f"{run_key(row._asdict())}_*.func.gii")) and not others:
                 hint = "; only surface (.func.gii) outputs exist: run fMRIPrep with a volumetric output space"
+            old_name = path.with_name(path.name.replace("_timeseries.tsv", "_regressors.tsv"))
+            if kind == "confounds" and old_name != path and old_name.is_file():
+                hint = (f"; {old_name.name} is there: fMRIPrep before 20.2 named it so; rename it or "
+                        "rerun fMRIPrep 23-25")
             problems.add(path, f"missing: the {kind} of raw run {Path(row.bold).name}{hint}")
         if files["bold"].is_file():
             summary = cache.get(files["bold"], _header_summary)
