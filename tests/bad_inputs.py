@@ -108,6 +108,12 @@ def _derivative_confounds_missing(root, config):
     next((root / "fmriprep").glob(f"sub-01/**/func/{stem()}_desc-confounds_timeseries.tsv")).unlink()
 
 
+def _old_confounds_name(root, config):
+    _with_derivatives(root, config)
+    path = next((root / "fmriprep").glob(f"sub-01/**/func/{stem()}_desc-confounds_timeseries.tsv"))
+    path.rename(path.with_name(path.name.replace("_timeseries", "_regressors")))
+
+
 def _nan_voxels(data, affine, header):
     data = data.astype(np.float32)
     data.reshape(-1)[::97] = np.nan
@@ -302,6 +308,8 @@ CASES = [
      ["space-T1w_res-2_desc-preproc_bold.nii.gz", "preprocess.res"]),
     ("derivatives_on_different_grids", _derivative_grid,
      ["ses-02_task-train_run-01_space-T1w_desc-preproc_bold.nii.gz", "voxel grid"]),
+    ("derivatives_confounds_old_name", _old_confounds_name,
+     ["desc-confounds_timeseries.tsv", "confounds_regressors.tsv", "before 20.2"]),
     ("derivatives_confounds_missing", _derivative_confounds_missing,
      ["ses-01_task-train_run-01_desc-confounds_timeseries.tsv", "missing"]),
 ]
