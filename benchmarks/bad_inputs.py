@@ -11,7 +11,8 @@ Per case: ``snakemake --dry-run`` first; a failure there stopped the run before 
 compute. Otherwise the study runs for real (``--cores 2``): it either finishes (the
 bad input went through: silent) or a job fails (in job). A message is *clear* when the
 console names the file or config key at fault (the case's first word; for a failed job,
-in its error lines, not the input files Snakemake lists) without a Python traceback. Prints the counts and writes one row per case.
+in its error lines, not the input files Snakemake lists) without a Python traceback.
+Prints the counts and writes one row per case.
 """
 
 from __future__ import annotations
