@@ -18,6 +18,15 @@ from fmrirecon.preflight import check_bids_study
 
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
 IDS = [c[0] for c in CASES]
+#: One case per kind of check in the fast tier (each case indexes a dataset: ~0.5 s);
+#: every case runs in the slow tier, through the library and through snakemake.
+FAST = {"events_row_duplicated", "events_onset_text", "events_empty_file", "events_onset_past_end",
+        "stimulus_outside_dataset", "stimulus_corrupt_png", "stimuli_table_unknown_id", "test_image_in_training",
+        "tr_zero", "tr_sidecar_differs_from_header", "sidecar_invalid_json", "bold_one_volume",
+        "bold_truncated_gzip", "bold_grid_shape_differs", "multi_echo", "results_dir_in_subject_folder",
+        "no_test_runs", "n_way_exceeds_test_images", "config_key_misspelt", "derivatives_other_space"}
+LIBRARY_CASES = [pytest.param(*case, id=case[0], marks=() if case[0] in FAST else pytest.mark.slow)
+                 for case in CASES]
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +73,7 @@ def test_the_base_study_passes(base, tmp_path):
     assert len(checked.trials) == 48 and not checked.warnings
 
 
-@pytest.mark.parametrize("name, change, words", CASES, ids=IDS)
+@pytest.mark.parametrize("name, change, words", LIBRARY_CASES)
 def test_bad_input_is_named_before_compute(base, filled, tmp_path, name, change, words):
     """The library's pre-flight (what the workflow runs before any job) names each problem."""
     config = _copy(base, tmp_path)
