@@ -28,8 +28,7 @@ def test_latent_method_identifies_held_out_images(generator, tmp_path):
     images = smooth_images(260, size=16)
     voxels = linear_voxels(images, n_voxels=300, noise=1.0)
     cls = get_method("latent")
-    method = cls(generator=str(generator), n_folds=3, device="cpu", latent_dim=16, epochs=3,
-                 seed=0).fit(voxels[:220], images[:220])
+    method = cls(generator=str(generator), n_folds=3, device="cpu", seed=0).fit(voxels[:220], images[:220])
     decoded = method.decode(voxels[220:])
     assert decoded.shape == (40, 16)
     recon = method.reconstruct(voxels[220:])

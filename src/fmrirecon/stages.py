@@ -80,7 +80,7 @@ def fit_method(betas_path, trials_path, voxels_path, stimuli_dir, method: str,
     groups = run_groups(train.trials)
 
     cls = method_class(method, settings)
-    params = {k: v for k, v in settings.items() if k != "method"}
+    params = {k: v for k, v in settings.items() if k not in cls.WORKFLOW_KEYS}
     if cls.checkpointed and work_dir is not None:
         params.setdefault("checkpoint_dir", str(work_dir))
     extra = {}

@@ -14,7 +14,7 @@ from fmrirecon.bids import (MANIFEST_COLUMNS, check_manifest, index_bids, manife
 from fmrirecon.config import check_config
 from fmrirecon.preprocess import derivative_paths
 from fmrirecon.preprocess.fmriprep import fmriprep_command
-from fmrirecon.methods import implementation
+from fmrirecon.methods import check_method, implementation
 from fmrirecon.stages import DENOISED_MAPS, method_class
 
 min_version("9.0")
@@ -107,7 +107,7 @@ METHODS = sorted(config["methods"])
 for _name in METHODS:
     if not re.fullmatch("[a-z0-9]+", _name):
         raise ValueError(f"config['methods']: name {_name!r} must be lowercase letters and digits")
-    method_class(_name, config["methods"][_name] or {})  # unknown implementation: stop now
+    check_method(_name, config["methods"][_name] or {})  # unknown implementation or key: stop now
 
 # ---- preprocessed data ----
 PREP_METHOD = config["preprocess"]["method"]

@@ -1,14 +1,16 @@
-# The generative model of the latent method: a VAE-GAN trained on the training stimuli
-# plus unpaired images (methods.latent.train_folder), or external weights (methods.latent.weights).
-_LATENT = dict(config["methods"].get("latent") or {})
-_TRAIN_FOLDERS = _LATENT.get("train_folder") or []
+# The generative model of the latent method (and of a dir entry's generator prior): a
+# VAE-GAN trained on the training stimuli plus unpaired images (generator.train_folder),
+# or external weights (generator.weights). Its settings are the config's generator section.
+GENERATOR_SETTINGS = config["generator"]
+_TRAIN_FOLDERS = GENERATOR_SETTINGS["train_folder"] or []
 if isinstance(_TRAIN_FOLDERS, str):
     _TRAIN_FOLDERS = [_TRAIN_FOLDERS]
+_TRAIN_FOLDERS = [unpaired_folder(folder) for folder in _TRAIN_FOLDERS]
 
-# The generator file the latent method uses: external weights skip training.
+# The generator file the methods use: external weights skip training.
 GENERATOR = (
-    Path(_LATENT["weights"])
-    if _LATENT.get("weights")
+    Path(GENERATOR_SETTINGS["weights"])
+    if GENERATOR_SETTINGS["weights"]
     else OUT / "generator" / "generator.pt"
 )
 
@@ -21,7 +23,7 @@ rule train_generator:
         model=OUT / "generator" / "generator.pt",
         curves=OUT / "generator" / "generator_curves.tsv",
     params:
-        settings=_LATENT,
+        settings={k: v for k, v in GENERATOR_SETTINGS.items() if k not in ("weights", "train_folder")},
         images=config["images"],
         seed=config["seed"],
     threads: 2
@@ -40,7 +42,9 @@ rule train_generator:
 # The latent method draws with this generator; a dir method uses it as its image prior.
 METHOD_FILES.setdefault("latent", []).append(lambda settings: {"generator": GENERATOR})
 METHOD_FILES.setdefault("dir", []).append(
-    lambda settings: {"generator": GENERATOR} if settings.get("prior") == "generator" else {}
+    lambda settings: {"generator": GENERATOR}
+    if settings.get("prior") == "generator" or settings.get("compare_priors")
+    else {}
 )
 
 # When a configured method draws with the trained generator, its training curves go into
@@ -49,5 +53,5 @@ _USES_GENERATOR = any(
     GENERATOR in method_files(SimpleNamespace(method=m)).values() for m in METHODS
 )
 GENERATOR_CURVES = (
-    [rules.train_generator.output.curves] if _USES_GENERATOR and not _LATENT.get("weights") else []
+    [rules.train_generator.output.curves] if _USES_GENERATOR and not GENERATOR_SETTINGS["weights"] else []
 )

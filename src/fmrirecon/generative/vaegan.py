@@ -508,9 +508,9 @@ def train_generator(stimuli_dir, folders, settings: dict, images: dict, seed: in
     stimuli_dir : path or None
         The BIDS ``stimuli/`` folder (see :func:`training_image_paths`).
     folders : sequence of path
-        Extra unpaired image folders (``methods.latent.train_folder``).
+        Extra unpaired image folders (the config's ``generator.train_folder``).
     settings : dict
-        The config's ``methods.latent`` section: ``latent_dim`` (1024), ``epochs`` (30),
+        The config's ``generator`` section: ``latent_dim`` (1024), ``epochs`` (30),
         ``batch_size`` (64), ``lr`` (2e-4), ``device`` ("auto"), ``checkpoint_every`` (1),
         ``base_channels`` (32), ``kl_weight``, ``feature_weight``, ``adv_weight``, ``flip``.
     images : dict

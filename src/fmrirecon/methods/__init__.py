@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 
-from .base import EvaluationData, ReconstructionMethod
+from .base import EvaluationData, ReconstructionMethod, SettingsError
 
 # name -> "module:Class", imported lazily so a method's heavy dependencies (torch)
 # load only when it is used.
@@ -42,4 +42,19 @@ def get_method(name: str) -> type[ReconstructionMethod]:
     return getattr(importlib.import_module(module_name), class_name)
 
 
-__all__ = ["METHODS", "EvaluationData", "ReconstructionMethod", "get_method", "implementation"]
+def check_method(name: str, settings: dict | None) -> type[ReconstructionMethod]:
+    """The class of the config entry ``methods.<name>``, its settings checked.
+
+    Raises
+    ------
+    ValueError
+        For an unknown implementation; :class:`SettingsError` (one line naming the key
+        and its closest match) for an unknown setting.
+    """
+    cls = get_method(implementation(name, settings))
+    cls.check_settings(settings, where=f"config['methods']['{name}']")
+    return cls
+
+
+__all__ = ["METHODS", "EvaluationData", "ReconstructionMethod", "SettingsError", "check_method",
+           "get_method", "implementation"]

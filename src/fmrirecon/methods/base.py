@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import abc
+import difflib
+import inspect
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +35,17 @@ class EvaluationData:
     n_boot: int = 2000
 
 
+class SettingsError(ValueError):
+    """A method setting that does not exist or has a bad value."""
+
+
+def unknown_key_message(where: str, key: str, known) -> str:
+    """One line naming an unknown ``key`` of ``where`` and its closest known key."""
+    close = difflib.get_close_matches(str(key), [str(k) for k in known], n=1, cutoff=0.6)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"{where}: unknown key {key!r}{hint}; known: {', '.join(sorted(known))}"
+
+
 class ReconstructionMethod(abc.ABC):
     """Fit on training betas and images; reconstruct images from test betas.
 
@@ -44,7 +57,9 @@ class ReconstructionMethod(abc.ABC):
     seed : int
         Seed for every random choice the method makes.
     **params
-        Method-specific settings, from the config's ``methods.<name>`` section.
+        Method-specific settings, from the config's ``methods.<name>`` section: the
+        keyword parameters of the subclass's constructor (:meth:`setting_defaults`).
+        An unknown key raises :class:`SettingsError` naming it and its closest match.
     """
 
     name: ClassVar[str]
@@ -62,9 +77,36 @@ class ReconstructionMethod(abc.ABC):
     #: workflow gives each subject its own, so an interrupted fit resumes.
     checkpointed: ClassVar[bool] = False
 
+    #: Keys of a method's config section that the workflow reads rather than the
+    #: method (``method:`` names the implementation of an alias).
+    WORKFLOW_KEYS: ClassVar[tuple] = ("method",)
+
     def __init__(self, *, seed: int = 0, **params):
+        # Every setting a subclass knows is a keyword of its own constructor: whatever
+        # reaches here is unknown (a typo must not fall back to a default silently).
+        for key in params:
+            raise SettingsError(unknown_key_message(f"methods.{self.name}", key,
+                                                    self.setting_defaults()))
         self.seed = seed
-        self.params = params
+
+    @classmethod
+    def setting_defaults(cls) -> dict:
+        """Every setting of the method with its default: its keyword-only constructor
+        parameters besides ``seed`` (methods with a settings table override this)."""
+        return {name: p.default for name, p in inspect.signature(cls.__init__).parameters.items()
+                if p.kind is inspect.Parameter.KEYWORD_ONLY and name != "seed"}
+
+    @classmethod
+    def check_settings(cls, settings: dict | None, where: str | None = None) -> None:
+        """Raise :class:`SettingsError` naming the first unknown key of ``settings``.
+
+        ``where`` names the config section in the message (default ``methods.<name>``).
+        The workflow calls this for every ``methods`` entry before any job runs.
+        """
+        known = cls.setting_defaults()
+        for key in settings or {}:
+            if key not in known and key not in cls.WORKFLOW_KEYS:
+                raise SettingsError(unknown_key_message(where or f"methods.{cls.name}", key, known))
 
     @abc.abstractmethod
     def fit(self, betas: np.ndarray, images: np.ndarray,

@@ -492,6 +492,9 @@ class DeepImageReconstruction(ReconstructionMethod):
 
     name = "dir"
 
+    #: ``train_network`` is read by the workflow (its checkpoint arrives as ``weights``).
+    WORKFLOW_KEYS = ("method", "train_network")
+
     def __init__(self, *, network: str = "smallconv", weights: str | None = None,
                  layers: list[str] | None = None, input_size: int | None = None,
                  max_units: int | None = None, n_voxels: int | None = None, alphas=None,

@@ -22,9 +22,7 @@ class LatentReconstruction(ReconstructionMethod):
     ----------
     generator : path
         Generator file written by :func:`fmrirecon.generative.train_vaegan` (the
-        workflow passes the trained file, or ``weights`` when set).
-    weights : path, optional
-        Externally trained weights; used when ``generator`` is not given.
+        workflow passes the trained file, or the config's ``generator.weights``).
     alphas : list of float, optional
         Ridge penalties searched per latent dimension.
     n_folds : int
@@ -34,9 +32,6 @@ class LatentReconstruction(ReconstructionMethod):
     batch_size : int
         Images per forward pass.
     seed : int
-    **params
-        The other keys of ``methods.latent`` (generator training settings) are kept in
-        :attr:`params` and otherwise ignored here.
 
     Notes
     -----
@@ -48,10 +43,27 @@ class LatentReconstruction(ReconstructionMethod):
 
     name = "latent"
 
-    def __init__(self, *, generator=None, weights=None, alphas=None, n_folds: int = 5,
+    #: Settings of the generator's training, which has its own config section.
+    GENERATOR_KEYS = ("latent_dim", "base_channels", "epochs", "lr", "kl_weight",
+                      "feature_weight", "adv_weight", "flip", "checkpoint_every", "train_folder")
+
+    @classmethod
+    def check_settings(cls, settings, where=None):
+        """As :meth:`ReconstructionMethod.check_settings`; generator training keys are
+        named as such (they moved to the config's ``generator`` section)."""
+        moved = [key for key in settings or {} if key in cls.GENERATOR_KEYS]
+        if moved:
+            from .base import SettingsError
+
+            raise SettingsError(f"{where or 'methods.latent'}: {moved[0]!r} trains the generator; "
+                                f"it belongs in the config's generator section")
+        super().check_settings(settings, where)
+
+    def __init__(self, *, generator=None, alphas=None, n_folds: int = 5,
                  device: str = "auto", batch_size: int = 64, seed: int = 0, **params):
+        type(self).check_settings(params)
         super().__init__(seed=seed, **params)
-        self.generator = generator if generator is not None else weights
+        self.generator = generator
         self.alphas = DEFAULT_ALPHAS if alphas is None else np.asarray(alphas, dtype=np.float64)
         self.n_folds = n_folds
         self.device = device
@@ -111,7 +123,8 @@ class LatentReconstruction(ReconstructionMethod):
         from ..generative.vaegan import _read
 
         if self.generator is None:
-            raise ValueError("methods.latent: no generator file (set 'generator' or 'weights')")
+            raise ValueError("methods.latent.generator: no generator file (the workflow trains "
+                             "one, or set the config's generator.weights)")
         data = _read(self.generator)
         cfg = dict(data["config"])
         shape = (cfg["image_size"], cfg["image_size"], cfg["channels"])

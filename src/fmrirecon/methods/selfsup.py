@@ -413,17 +413,19 @@ class SelfSupervisedReconstruction(ReconstructionMethod):
     uses_unpaired_images = True
     checkpointed = True
 
+    @classmethod
+    def setting_defaults(cls) -> dict:
+        """The settings table :data:`DEFAULTS`."""
+        return dict(DEFAULTS)
+
     def __init__(self, *, seed: int = 0, **params):
-        unknown = sorted(set(params) - set(DEFAULTS))
-        if unknown:
-            raise ValueError(f"methods.selfsup: unknown parameter(s) {', '.join(unknown)}; "
-                             f"known: {', '.join(sorted(DEFAULTS))}")
+        type(self).check_settings(params)
         settings = {**DEFAULTS, **params}
         for key in ("width", "encoder_epochs", "decoder_epochs", "batch_size", "checkpoint_every"):
             if not isinstance(settings[key], int) or settings[key] < (0 if "epochs" in key else 1):
                 kind = "an integer >= 0" if "epochs" in key else "a positive integer"
                 raise ValueError(f"methods.selfsup.{key}: expected {kind}, got {settings[key]!r}")
-        super().__init__(seed=seed, **settings)
+        super().__init__(seed=seed)
         self.settings = settings
 
     # -- fitting ------------------------------------------------------------------
