@@ -65,12 +65,16 @@ def method_class(name: str, settings: dict) -> type[ReconstructionMethod]:
 
 def fit_method(betas_path, trials_path, voxels_path, stimuli_dir, method: str,
                settings: dict, images: dict, seed: int, out_model, out_history,
-               work_dir=None) -> ReconstructionMethod:
+               work_dir=None, out_validation=None) -> ReconstructionMethod:
     """Fit the config's reconstruction ``method`` on the training trials and save it.
 
-    Also writes the method's training curves to ``out_history`` (a TSV with a header
-    only for methods that do not train iteratively).
+    The method's training settings are chosen on held-out training pairs, under its
+    guards (:func:`fmrirecon.validation.fit_validated`); the record goes to
+    ``out_validation`` (JSON). Also writes the method's training curves to
+    ``out_history`` (a TSV with a header only for methods that do not train iteratively).
     """
+    from .validation import fit_validated
+
     betas = read_betas(betas_path, trials_path)
     train = betas.select("train")
     if len(train.trials) == 0:
@@ -92,9 +96,10 @@ def fit_method(betas_path, trials_path, voxels_path, stimuli_dir, method: str,
         # a folder some stimuli came from: those images stay out of the unpaired set
         extra["unpaired_exclude"] = stimulus_sources(read_stimuli_table(stimuli_dir))
     log.info("fitting %s (%s) on %d trials x %d voxels", method, cls.name, len(targets), columns.sum())
-    model = cls(seed=seed, **params)
-    model.fit(train.betas[:, columns], targets, groups=groups, **extra)
+    model = fit_validated(cls, params, seed, train.betas[:, columns], targets, groups, **extra)
     model.save(out_model)
+    if out_validation is not None:
+        Path(out_validation).write_text(json.dumps(model.validation_, indent=2, default=float) + "\n")
     history = model.training_history()
     (history if history is not None else pd.DataFrame(columns=["epoch"])).to_csv(
         out_history, sep="\t", index=False, na_rep="n/a")
@@ -104,7 +109,9 @@ def fit_method(betas_path, trials_path, voxels_path, stimuli_dir, method: str,
 def reconstruct(model_path, betas_path, trials_path, voxels_path, stimuli_dir, split: str,
                 images: dict, evaluation: dict, seed: int, out_npz, out_png, out_extra) -> None:
     """Reconstruct the repetition-averaged betas of ``split``; save images, grid and the
-    method's own metrics (:meth:`ReconstructionMethod.extra_metrics`)."""
+    method's own metrics (:meth:`ReconstructionMethod.extra_metrics`, plus the
+    ``val_*`` entries of :func:`fmrirecon.validation.validation_metrics`)."""
+    from .validation import validation_metrics
     betas = read_betas(betas_path, trials_path)
     data = betas.select(split)
     if len(data.trials) == 0:
@@ -130,6 +137,8 @@ def reconstruct(model_path, betas_path, trials_path, voxels_path, stimuli_dir, s
         noise_ceiling=None if betas.noise_ceiling is None else betas.noise_ceiling[columns],
         seed=seed, n_boot=evaluation["n_boot"],
     ))
+    # how validation on held-out training pairs chose the model (val_* entries)
+    extra.update(validation_metrics(getattr(model, "validation_", None), evaluation["n_boot"], seed))
     Path(out_extra).write_text(json.dumps(extra, indent=2, default=float) + "\n")
 
 

@@ -10,12 +10,16 @@ rule decode:
     output:
         model=OUT / "sub-{subject}" / "recon" / "sub-{subject}_desc-{method}_model.pkl",
         history=OUT / "sub-{subject}" / "recon" / "sub-{subject}_desc-{method}_curves.tsv",
+        # the settings validation on held-out training pairs chose, and the guards
+        validation=OUT / "sub-{subject}" / "recon" / "sub-{subject}_desc-{method}_validation.json",
     params:
         settings=method_parameters,
         images=config["images"],
         seed=config["seed"],
         work_dir=lambda wc: OUT / f"sub-{wc.subject}" / "recon" / f"sub-{wc.subject}_desc-{wc.method}_checkpoints",
     threads: 2
+    resources:
+        gpu=1,
     log:
         LOGS / "decode" / "sub-{subject}_desc-{method}.log",
     benchmark:

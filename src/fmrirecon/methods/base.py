@@ -96,6 +96,35 @@ class ReconstructionMethod(abc.ABC):
         return {name: p.default for name, p in inspect.signature(cls.__init__).parameters.items()
                 if p.kind is inspect.Parameter.KEYWORD_ONLY and name != "seed"}
 
+    #: The declared validation search of the method's training choices,
+    #: ``{setting: [values]}`` (see :mod:`fmrirecon.validation`); an entry's
+    #: ``validation.search`` replaces it.
+    VALIDATION_SEARCH: ClassVar[dict] = {}
+
+    @classmethod
+    def validation_search(cls, settings: dict) -> dict:
+        """The declared search for these settings (default :attr:`VALIDATION_SEARCH`)."""
+        return dict(cls.VALIDATION_SEARCH)
+
+    @classmethod
+    def ablation(cls, settings: dict) -> dict | None:
+        """Settings overrides of the method's own ablation (e.g. no cycles), or None.
+
+        The validation keeps the full model only if it beats this on held-out pairs.
+        """
+        return None
+
+    @classmethod
+    def validation_fit_settings(cls, settings: dict, search: dict) -> dict:
+        """Settings of the one validation fit that serves every candidate of ``search``
+        (default: ``settings``; e.g. selfsup also trains its ablation decoder)."""
+        return dict(settings)
+
+    def reconstruct_with(self, betas: np.ndarray, overrides: dict) -> np.ndarray | None:
+        """Images from ``betas`` as this model would draw them with ``overrides``, or
+        None when that needs another fit (the validation then refits)."""
+        return self.reconstruct(betas) if not overrides else None
+
     @classmethod
     def check_settings(cls, settings: dict | None, where: str | None = None) -> None:
         """Raise :class:`SettingsError` naming the first unknown key of ``settings``.
@@ -103,10 +132,22 @@ class ReconstructionMethod(abc.ABC):
         ``where`` names the config section in the message (default ``methods.<name>``).
         The workflow calls this for every ``methods`` entry before any job runs.
         """
+        from ..validation import validation_settings
+
+        where = where or f"methods.{cls.name}"
         known = cls.setting_defaults()
-        for key in settings or {}:
-            if key not in known and key not in cls.WORKFLOW_KEYS:
-                raise SettingsError(unknown_key_message(where or f"methods.{cls.name}", key, known))
+        for key, value in (settings or {}).items():
+            if key == "validation":
+                try:
+                    search = validation_settings(value, f"{where}['validation']")["search"] or {}
+                except ValueError as err:
+                    raise SettingsError(str(err)) from None
+                for setting in search:
+                    if setting not in known:
+                        raise SettingsError(unknown_key_message(
+                            f"{where}['validation']['search']", setting, known))
+            elif key not in known and key not in cls.WORKFLOW_KEYS:
+                raise SettingsError(unknown_key_message(where, key, known))
 
     @abc.abstractmethod
     def fit(self, betas: np.ndarray, images: np.ndarray,

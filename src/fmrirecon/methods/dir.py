@@ -495,6 +495,41 @@ class DeepImageReconstruction(ReconstructionMethod):
     #: ``train_network`` is read by the workflow (its checkpoint arrives as ``weights``).
     WORKFLOW_KEYS = ("method", "train_network")
 
+    #: Settings of the inversion only: candidates differing in them share the decoders.
+    INVERSION_SETTINGS = ("iterations", "lr", "latent_lr", "layer_weights", "tv_weight", "jitter",
+                          "latent_weight", "init", "latent_init", "prior", "threads", "device")
+
+    @classmethod
+    def validation_search(cls, settings):
+        """The image prior's weight: ``tv_weight`` for pixels; for the generator, the
+        latents' start and their pull toward it (``latent_init``, ``latent_weight``)."""
+        if settings.get("prior", "pixel") == "generator":
+            return {"latent_init": ["zero", "pixel"], "latent_weight": [0.1, 1.0]}
+        return {"tv_weight": [0.1, 0.5, 2.0]}
+
+    @classmethod
+    def ablation(cls, settings):
+        """The generator prior is kept only if it beats the pixel prior."""
+        return {"prior": "pixel"} if settings.get("prior", "pixel") == "generator" else None
+
+    def reconstruct_with(self, betas, overrides):
+        """Other inversion settings reuse this fit's decoders; others need a refit."""
+        import copy
+
+        if set(overrides) - set(self.INVERSION_SETTINGS):
+            return None
+        other = copy.copy(self)  # shares the extractor, generator and decoders
+        # the pixel inversion stays valid (e.g. as the generator's start) unless a
+        # setting of its own changed
+        pixel_keys = {"iterations", "lr", "layer_weights", "tv_weight", "jitter", "init"}
+        other._inversion_cache = {} if set(overrides) & pixel_keys else \
+            {k: v for k, v in self._inversion_cache.items() if k == "pixel"}
+        for key, value in overrides.items():
+            setattr(other, key, value)
+        if other.prior == "generator" and not other.generator:
+            return None
+        return other.reconstruct(betas)
+
     def __init__(self, *, network: str = "smallconv", weights: str | None = None,
                  layers: list[str] | None = None, input_size: int | None = None,
                  max_units: int | None = None, n_voxels: int | None = None, alphas=None,

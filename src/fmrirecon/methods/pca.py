@@ -30,6 +30,15 @@ class PCAReconstruction(ReconstructionMethod):
 
     name = "pca"
 
+    #: Components kept, chosen on held-out training pairs (:mod:`fmrirecon.validation`).
+    VALIDATION_SEARCH = {"n_components": [5, 10, 20, 50]}
+
+    @classmethod
+    def validation_fit_settings(cls, settings, search):
+        """One fit with the most components searched: fewer are its truncations."""
+        most = max(search.get("n_components", [0]))
+        return {**settings, "n_components": max(most, settings.get("n_components", 50))}
+
     def __init__(self, *, n_components: int = 50, alphas=None, n_folds: int = 5,
                  seed: int = 0, **params):
         super().__init__(seed=seed, **params)
@@ -57,7 +66,18 @@ class PCAReconstruction(ReconstructionMethod):
         """Decoded PCA coefficients, shape (n, n_components)."""
         return self.decoder_.predict(betas)
 
-    def reconstruct(self, betas):
-        """Images drawn by the inverse PCA of the decoded coefficients."""
-        pixels = self.pca_.inverse_transform(self.decode(betas))
+    def reconstruct(self, betas, n_components: int | None = None):
+        """Images drawn by the inverse PCA of the decoded coefficients (the first
+        ``n_components`` of them when given: the others set to 0)."""
+        coefficients = self.decode(betas)
+        if n_components is not None:
+            coefficients = coefficients.copy()
+            coefficients[:, int(n_components):] = 0
+        pixels = self.pca_.inverse_transform(coefficients)
         return np.clip(pixels, 0, 1).reshape(len(betas), *self.image_shape_).astype(np.float32)
+
+    def reconstruct_with(self, betas, overrides):
+        """Fewer components are a truncation of this fit (each has its own ridge map)."""
+        if set(overrides) - {"n_components"}:
+            return None
+        return self.reconstruct(betas, overrides.get("n_components"))

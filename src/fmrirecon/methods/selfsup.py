@@ -48,8 +48,9 @@ DEFAULTS = {
     "width": 16,                 # channels of the first conv layer (doubled once)
     "encoder_epochs": 40,
     # Fraction of the paired images held out to pick the encoder's epoch (lowest
-    # held-out voxel loss); 0 keeps the last epoch. The decoder still uses every pair.
-    "encoder_val_fraction": 0.0,
+    # held-out voxel loss) and to measure a learned encoder for encoder_guard; 0 keeps
+    # the last epoch. The decoder still uses every pair.
+    "encoder_val_fraction": 0.1,
     "decoder_epochs": 40,
     "batch_size": 32,
     "lr_encoder": 3e-3,
@@ -72,8 +73,14 @@ DEFAULTS = {
     # The encoder's image features: None learns them from the pairs (a small CNN);
     # "perceptual" reads them from the frozen perceptual network (encoder_layers, by
     # default its hidden layers), as Beliy et al. (AlexNet conv1) and Gaziv et al.
-    # (VGG16 layers) built their encoders on a pretrained network.
+    # (VGG16 layers) built their encoders on a pretrained network; "pixel" and "gabor"
+    # (Gabor energy) are fixed early-visual feature models (methods.backbones); "auto"
+    # takes the one of these three whose ridge read-out predicts held-out pairs best.
     "encoder_backbone": None,
+    # Cycles only through an encoder that predicts held-out pairs better than the
+    # training mean (the lower 95% bound of its SNR-weighted R2 above 0); otherwise they
+    # are turned off, with a warning in the log and in the validation record.
+    "encoder_guard": True,
     "encoder_layers": None,
     "unpaired_folder": None,     # folder with images/ (+ labels.tsv) of natural images
     "unpaired_max": 2000,        # images drawn from it (deterministic sample)
@@ -219,13 +226,18 @@ class BackboneEncoder(nn.Module):
         """
         from ..decoding import RidgeDecoder
 
-        feats = torch.cat([self.features(images[i:i + batch].to(self.bias.device)).cpu()
-                           for i in range(0, len(images), batch)]).numpy()
-        ridge = RidgeDecoder(alphas=ENCODER_ALPHAS, seed=seed).fit(feats, z, groups)
+        ridge = RidgeDecoder(alphas=ENCODER_ALPHAS, seed=seed).fit(
+            self.features_of(images, batch), z, groups)
         for name, value in (("mean", ridge.x_mean_), ("scale", ridge.x_scale_),
                             ("weight", ridge.coef_), ("bias", ridge.intercept_)):
             getattr(self, name).copy_(torch.from_numpy(np.asarray(value, dtype=np.float32)))
         return ridge
+
+    @torch.no_grad()
+    def features_of(self, images: torch.Tensor, batch: int = 256) -> np.ndarray:
+        """:meth:`features` of ``images`` (n, C, S, S) in batches, as numpy."""
+        return torch.cat([self.features(images[i:i + batch].to(self.bias.device)).cpu()
+                          for i in range(0, len(images), batch)]).numpy()
 
     def forward(self, x):
         return (self.features(x) - self.mean) / self.scale @ self.weight + self.bias
@@ -237,6 +249,66 @@ ENCODER_ALPHAS = np.logspace(0, 8, 17)
 
 #: Hidden layers the ``perceptual`` encoder backbone reads by default.
 BACKBONE_LAYERS = {"smallconv": ["relu2", "relu3", "relu4"]}
+
+
+def _cv_groups(images: np.ndarray, groups=None) -> np.ndarray:
+    """Groups a cross-validation of the pairs leaves out whole: the runs when there are
+    5 or more, else the images (repeats of an image never straddle a fold)."""
+    from ..validation import image_ids
+
+    if groups is not None and len(np.unique(np.asarray(groups).astype(str))) >= 5:
+        return np.asarray(groups).astype(str)
+    return image_ids(images)
+
+
+def weighted_r2(z, pred, baseline, weights) -> float:
+    """1 - sum_v w_v SSE_v / sum_v w_v SSE_v(baseline): the SNR-weighted R2 of ``pred``
+    against the mean predictor's residuals ``baseline`` (all (n, V))."""
+    sse = ((z - pred) ** 2).sum(0)
+    ref = (baseline ** 2).sum(0)
+    return float(1 - (weights * sse).sum() / max(float((weights * ref).sum()), 1e-12))
+
+
+def encoder_cv_quality(features: np.ndarray, z: np.ndarray, weights: np.ndarray, groups,
+                       seed: int = 0, n_folds: int = 5, n_boot: int = 1000) -> dict:
+    """Held-out quality of a ridge read-out of ``features`` (n, F) predicting ``z`` (n, V).
+
+    Out-of-fold predictions (folds leave ``groups`` out whole; the penalty is chosen
+    inside each fold) against the mean predictor (each fold's training mean): the
+    SNR-weighted R2 of :func:`weighted_r2` with a 95% bootstrap interval over groups.
+
+    Returns
+    -------
+    dict
+        ``r2``, ``ci_low``, ``ci_high``, ``n_groups``.
+    """
+    from ..decoding import RidgeDecoder, cv_splits
+
+    z = np.asarray(z, dtype=np.float64)
+    groups = np.asarray(groups)
+    pred = np.zeros_like(z)
+    baseline = np.zeros_like(z)
+    for train, test in cv_splits(len(z), min(n_folds, len(np.unique(groups))), groups, seed):
+        ridge = RidgeDecoder(alphas=ENCODER_ALPHAS, seed=seed).fit(features[train], z[train],
+                                                                   groups[train])
+        pred[test] = ridge.predict(features[test])
+        baseline[test] = z[test] - z[train].mean(0)
+    w = np.asarray(weights, dtype=np.float64)
+    r2 = weighted_r2(z, pred, baseline, w)
+    return {**_group_bootstrap(z, pred, baseline, w, groups, seed, n_boot), "r2": r2}
+
+
+def _group_bootstrap(z, pred, baseline, w, groups, seed, n_boot) -> dict:
+    """95% bootstrap interval of :func:`weighted_r2`, resampling whole groups."""
+    unique, inverse = np.unique(groups, return_inverse=True)
+    rng = np.random.default_rng([seed, 73])
+    rows = [np.flatnonzero(inverse == g) for g in range(len(unique))]
+    values = []
+    for _ in range(n_boot):
+        pick = np.concatenate([rows[g] for g in rng.integers(0, len(unique), len(unique))])
+        values.append(weighted_r2(z[pick], pred[pick], baseline[pick], w))
+    low, high = np.quantile(values, [0.025, 0.975]) if len(unique) > 1 else (np.nan, np.nan)
+    return {"ci_low": float(low), "ci_high": float(high), "n_groups": int(len(unique))}
 
 
 def build_encoder(image_size: int, channels: int, n_voxels: int, width: int,
@@ -458,9 +530,8 @@ class SelfSupervisedReconstruction(ReconstructionMethod):
         s = self.settings
         betas = np.asarray(betas, dtype=np.float32)
         images = np.asarray(images, dtype=np.float32)
-        if images.ndim != 4 or images.shape[1] != images.shape[2] or images.shape[1] % 4:
-            raise ValueError(f"selfsup: images must be (n, S, S, C) with S divisible by 4, "
-                             f"got {images.shape}")
+        if images.ndim != 4 or images.shape[1] != images.shape[2] or images.shape[1] < 4:
+            raise ValueError(f"selfsup: images must be (n, S, S, C) with S >= 4, got {images.shape}")
         if betas.ndim != 2 or len(betas) != len(images):
             raise ValueError(f"selfsup: betas {betas.shape} do not match images {images.shape}")
         noise = s["cycle_noise"]
@@ -470,6 +541,10 @@ class SelfSupervisedReconstruction(ReconstructionMethod):
         n, size, _, channels = images.shape
         n_vox = betas.shape[1]
         self.image_shape_ = images.shape[1:]
+        # The networks work at a side divisible by 4 (two stride-2 stages); images of
+        # another side (e.g. 10 x 10 patches) are resized in and out.
+        self.work_size_ = 4 * math.ceil(size / 4)
+        self.guards_ = []
         self.device_ = select_device(s["device"])
         seed_everything(self.seed)
 
@@ -506,25 +581,34 @@ class SelfSupervisedReconstruction(ReconstructionMethod):
         if use_cycles and s["decoder_epochs"] and unpaired_images is None and z_unpaired is None:
             log.warning("selfsup: cycles on but no unpaired images or betas; pairs only")
 
-        self.encoder_ = build_encoder(size, channels, n_vox, s["width"],
-                                      self._encoder_backbone()).to(self.device_)
-        self.decoder_ = build_decoder(size, channels, n_vox, s["width"]).to(self.device_)
+        work = self.work_size_
+        x = self._to_work(images)
+        cv_groups = _cv_groups(images, groups)
+        self.encoder_quality_ = None
+        backbone = self._encoder_backbone(x, z, cv_groups)
+        self.encoder_ = build_encoder(work, channels, n_vox, s["width"], backbone).to(self.device_)
+        self.decoder_ = build_decoder(work, channels, n_vox, s["width"]).to(self.device_)
         # The pairs-only decoder starts from the cycle decoder's exact weights.
         self.pairs_decoder_ = None
         if s["ablation"] and s["cycles"]:
-            self.pairs_decoder_ = build_decoder(size, channels, n_vox, s["width"]).to(self.device_)
+            self.pairs_decoder_ = build_decoder(work, channels, n_vox, s["width"]).to(self.device_)
             self.pairs_decoder_.load_state_dict(self.decoder_.state_dict())
         self._data = {
-            "x": torch.from_numpy(images.transpose(0, 3, 1, 2).copy()),
+            "x": x,
             "z": torch.from_numpy(z),
-            "xu": None if unpaired_images is None
-            else torch.from_numpy(unpaired_images.transpose(0, 3, 1, 2).copy()),
+            "xu": None if unpaired_images is None else self._to_work(unpaired_images),
             "zu": None if z_unpaired is None else torch.from_numpy(z_unpaired),
             "w": torch.from_numpy(self.voxel_weights_).to(self.device_),
         }
         self._data["enc_train"], self._data["enc_val"] = self._encoder_split(images)
+        self._data["ids"] = _cv_groups(images)
         if isinstance(self.encoder_, BackboneEncoder):
             rows = self._data["enc_train"]
+            if self.encoder_quality_ is None:
+                # held-out quality of this read-out: out-of-fold predictions of every pair
+                feats = self.encoder_.features_of(self._data["x"])
+                self.encoder_quality_ = encoder_cv_quality(feats, z, self.voxel_weights_,
+                                                           cv_groups, self.seed)
             ridge = self.encoder_.fit(self._data["x"][rows], z[rows.numpy()],
                                       None if groups is None else np.asarray(groups)[rows.numpy()],
                                       seed=self.seed)
@@ -561,14 +645,50 @@ class SelfSupervisedReconstruction(ReconstructionMethod):
             raise ValueError("methods.selfsup.encoder_val_fraction: leaves no pairs on one side")
         return torch.from_numpy(np.flatnonzero(~val)), torch.from_numpy(np.flatnonzero(val))
 
-    def _encoder_backbone(self):
-        """The frozen network of ``encoder_backbone: perceptual``, or None."""
+    def _encoder_backbone(self, x, z, cv_groups):
+        """The frozen backbone of ``encoder_backbone`` (None: a learned encoder).
+
+        ``"auto"`` fits the ridge read-out of each backbone of
+        :data:`~fmrirecon.methods.backbones.BACKBONES` with out-of-fold predictions of
+        the pairs (:func:`encoder_cv_quality`) and keeps the best; the scores are in
+        :attr:`encoder_backbone_scores_`.
+        """
+        from .backbones import BACKBONES, build_backbone
+
         s = self.settings
-        if s["encoder_backbone"] is None:
+        choice = s["encoder_backbone"]
+        self.encoder_backbone_ = choice
+        if choice is None:
             return None
-        if s["encoder_backbone"] != "perceptual":
-            raise ValueError(f"methods.selfsup.encoder_backbone: null or 'perceptual', "
-                             f"got {s['encoder_backbone']!r}")
+        if choice not in (*BACKBONES, "auto"):
+            raise ValueError(f"methods.selfsup.encoder_backbone: null, 'auto' or one of "
+                             f"{', '.join(BACKBONES)}, got {choice!r}")
+        _, channels, work, _ = x.shape
+
+        def backbone(name):
+            return build_backbone(name, work, channels, self._perceptual_backbone).to(self.device_)
+
+        if choice != "auto":
+            return backbone(choice)
+        self.encoder_backbone_scores_ = {}
+        best = None
+        for name in BACKBONES:
+            candidate = backbone(name)
+            reader = BackboneEncoder(candidate, work, channels, z.shape[1]).to(self.device_)
+            quality = encoder_cv_quality(reader.features_of(x), z, self.voxel_weights_,
+                                         cv_groups, self.seed)
+            self.encoder_backbone_scores_[name] = quality
+            log.info("selfsup encoder backbone %s: held-out weighted R2 %.4f [%.4f, %.4f]",
+                     name, quality["r2"], quality["ci_low"], quality["ci_high"])
+            if best is None or quality["r2"] > best[1]["r2"]:
+                best = (name, quality, candidate)
+        self.encoder_backbone_, self.encoder_quality_ = best[0], best[1]
+        log.info("selfsup encoder backbone chosen by held-out R2: %s", best[0])
+        return best[2]
+
+    def _perceptual_backbone(self):
+        """The perceptual network on the encoder's layers (``encoder_layers``)."""
+        s = self.settings
         layers = s["encoder_layers"] or BACKBONE_LAYERS.get(s["perceptual_network"])
         if not layers:
             raise ValueError(f"methods.selfsup.encoder_layers: give the layers of "
@@ -576,6 +696,46 @@ class SelfSupervisedReconstruction(ReconstructionMethod):
         backbone = self.feature_extractor(layers)
         log.info("selfsup encoder on %s (layers %s)", backbone.provenance, ", ".join(layers))
         return backbone
+
+    def _to_work(self, images) -> torch.Tensor:
+        """Images (n, S, S, C) as a tensor (n, C, W, W) at the networks' working side."""
+        x = torch.from_numpy(np.asarray(images, np.float32).transpose(0, 3, 1, 2).copy())
+        if x.shape[-1] != self.work_size_:
+            from torch.nn import functional as F
+
+            x = F.interpolate(x, size=(self.work_size_,) * 2, mode="bilinear",
+                              align_corners=False).clamp(0, 1)
+        return x
+
+    def _from_work(self, x: np.ndarray) -> np.ndarray:
+        """Decoder output (n, C, W, W) as images (n, S, S, C) at the stimuli's side."""
+        size = self.image_shape_[0]
+        if x.shape[-1] != size:
+            from torch.nn import functional as F
+
+            x = F.interpolate(torch.from_numpy(x), size=(size, size), mode="bilinear",
+                              align_corners=False, antialias=True).numpy()
+        return x.transpose(0, 2, 3, 1)
+
+    @classmethod
+    def ablation(cls, settings):
+        """The decoder trained on the pairs only (``cycles: false``)."""
+        return {"cycles": False} if settings.get("cycles", DEFAULTS["cycles"]) else None
+
+    @classmethod
+    def validation_fit_settings(cls, settings, search):
+        """With cycles, the validation fit trains the pairs-only decoder beside them."""
+        if settings.get("cycles", DEFAULTS["cycles"]):
+            return {**settings, "ablation": True}
+        return dict(settings)
+
+    def reconstruct_with(self, betas, overrides):
+        """The ablation is this fit's pairs-only decoder (trained beside the cycles)."""
+        if not overrides:
+            return self.reconstruct(betas)
+        if overrides == {"cycles": False} and "pairs" in self.variants:
+            return self.reconstruct(betas, variant="pairs")
+        return None
 
     def _standardise(self, betas):
         return ((np.asarray(betas, dtype=np.float32) - self.beta_mean_) / self.beta_sd_).astype(np.float32)
@@ -682,6 +842,7 @@ class SelfSupervisedReconstruction(ReconstructionMethod):
         self.encoder_.eval()
         for p in self.encoder_.parameters():
             p.requires_grad_(False)
+        self._encoder_guard()
         self.cycle_noise_sd_ = self._cycle_noise_sd()
         image_loss = self._image_loss() if s["decoder_epochs"] > start["decoder"] else None
         for epoch in range(start["decoder"], s["decoder_epochs"]):
@@ -698,6 +859,50 @@ class SelfSupervisedReconstruction(ReconstructionMethod):
         for net in (self.decoder_, self.pairs_decoder_):
             if net is not None:
                 net.eval()
+
+    def _encoder_guard(self):
+        """Turn the cycles off when the frozen encoder does not beat the mean predictor.
+
+        The encoder's held-out quality is the out-of-fold SNR-weighted R2 of a backbone
+        read-out (:func:`encoder_cv_quality`), or, for a learned encoder, its R2 on the
+        ``encoder_val_fraction`` pairs held out of its training. The cycles pass the
+        decoder's output through the encoder: through an encoder that predicts nothing
+        they teach the decoder nothing true (on a real V1 recording they took it to
+        chance), so without ``encoder_guard: false`` they stay on only when the lower
+        95% bound of that R2 is above 0.
+        """
+        s, d = self.settings, self._data
+        if self.encoder_quality_ is None and d["enc_val"] is not None:
+            val, train = d["enc_val"], d["enc_train"]
+            with torch.no_grad():
+                pred = torch.cat([self.encoder_(d["x"][i].to(self.device_)).cpu()
+                                  for i in torch.split(val, 256)]).numpy().astype(np.float64)
+            z = d["z"].numpy().astype(np.float64)
+            baseline = z[val.numpy()] - z[train.numpy()].mean(0)
+            w = self.voxel_weights_.astype(np.float64)
+            self.encoder_quality_ = {
+                "r2": weighted_r2(z[val.numpy()], pred, baseline, w),
+                **_group_bootstrap(z[val.numpy()], pred, baseline, w, d["ids"][val.numpy()],
+                                   self.seed, 1000)}
+        q = self.encoder_quality_
+        self.cycles_on_ = bool(s["cycles"])
+        if q is not None:
+            log.info("selfsup encoder: held-out SNR-weighted R2 %.4f [%.4f, %.4f] against the "
+                     "mean predictor", q["r2"], q["ci_low"], q["ci_high"])
+        if not s["cycles"] or not s["encoder_guard"]:
+            return
+        if q is None:
+            note = ("selfsup: the encoder is not measured on held-out pairs "
+                    "(encoder_val_fraction 0): cycles kept on without the encoder guard")
+        elif not q["ci_low"] > 0:
+            self.cycles_on_ = False
+            note = (f"selfsup: the encoder does not beat the mean predictor on held-out pairs "
+                    f"(SNR-weighted R2 {q['r2']:.3f} [{q['ci_low']:.3f}, {q['ci_high']:.3f}]): "
+                    f"cycles turned off, the decoder learns from the pairs only")
+        else:
+            return
+        log.warning(note)
+        self.guards_.append(note)
 
     def _batches(self, n, gen):
         perm = torch.randperm(n, generator=gen)
@@ -800,7 +1005,7 @@ class SelfSupervisedReconstruction(ReconstructionMethod):
                          * self.cycle_noise_sd_).to(dev)
             for variant, (decoder, opt) in variants.items():
                 decoder.train()
-                cyc = variant == "cycles"
+                cyc = variant == "cycles" and self.cycles_on_
                 terms = self.decoder_losses(decoder, image_loss, x, z, xu if cyc else None,
                                             zu if cyc else None, noise)
                 loss = sum(weights[k] * v for k, v in terms.items())
@@ -868,7 +1073,7 @@ class SelfSupervisedReconstruction(ReconstructionMethod):
         """Images (n, S, S, C) in [0, 1] from betas; ``variant`` as in :meth:`decode`."""
         dec = self._decoder(variant or self.default_variant)
         out = self._run(dec, betas)
-        return np.clip(out.transpose(0, 2, 3, 1), 0, 1).astype(np.float32).reshape(
+        return np.clip(self._from_work(out), 0, 1).astype(np.float32).reshape(
             len(out), *self.image_shape_)
 
     def predict_betas(self, images):
@@ -880,7 +1085,7 @@ class SelfSupervisedReconstruction(ReconstructionMethod):
         out = []
         with torch.no_grad():
             for i in range(0, len(images), 256):
-                x = torch.from_numpy(images[i:i + 256].transpose(0, 3, 1, 2).copy())
+                x = self._to_work(images[i:i + 256])
                 out.append(self.encoder_(x.to(self.device_)).cpu().numpy())
         z = np.concatenate(out) if out else np.zeros((0, len(self.beta_mean_)), np.float32)
         return z * self.beta_sd_ + self.beta_mean_
@@ -927,6 +1132,11 @@ class SelfSupervisedReconstruction(ReconstructionMethod):
           network (absent for random or external weights).
         """
         out = self.encoder_metrics(data)
+        quality = getattr(self, "encoder_quality_", None)
+        if quality is not None:
+            # what the encoder guard judged: held-out training pairs, not this split
+            out["encoder_heldout_r2"] = {"mean": quality["r2"], "ci_low": quality["ci_low"],
+                                         "ci_high": quality["ci_high"], "chance": 0.0}
         if len(data.test_betas) > 1:
             out.update(self.feature_identification_metrics(data))
         if "cycles" in self.variants and "pairs" in self.variants and len(data.test_betas) > 1:
@@ -1140,8 +1350,13 @@ class SelfSupervisedReconstruction(ReconstructionMethod):
 
     def __setstate__(self, state):
         self.__dict__.update(state)
-        # Models pickled before a setting existed get its default.
+        # Models pickled before a setting existed get its default (and were fitted
+        # without the encoder guard and at their own side).
         self.settings = {**DEFAULTS, **self.settings}
+        self.__dict__.setdefault("cycles_on_", self.settings["cycles"])
+        self.__dict__.setdefault("guards_", [])
+        if "image_shape_" in state:
+            self.__dict__.setdefault("work_size_", self.image_shape_[0])
         if "encoder_" in state:
             self.device_ = select_device(self.settings["device"])
             for key in ("encoder_", "decoder_", "pairs_decoder_"):

@@ -1,0 +1,315 @@
+"""Training settings chosen on held-out *training* pairs, and guards against harm.
+
+No setting is ever chosen on the test split. Before the final fit, every method is
+fitted on part of the training pairs and scored on the rest (whole runs held out, or
+whole images when there are too few runs), for each candidate of a small declared
+search (:attr:`ReconstructionMethod.VALIDATION_SEARCH`, or the entry's
+``validation.search``). The best candidate is then refitted on every training pair,
+under two guards:
+
+- **own ablation**: a method with an ablation (selfsup without its cycles, dir's
+  generator prior against its pixel prior; :meth:`ReconstructionMethod.ablation`)
+  keeps its full model only if it beats the ablation on the validation pairs;
+- **baseline**: no method is kept below the pixel-PCA baseline fitted on the same
+  pairs; below it, the PCA baseline is what the entry fits and draws with.
+
+Each step is logged, and the record (:func:`fit_validated`'s ``validation_`` on the
+model) is written beside the model and summarised as ``val_*`` metrics in the report.
+
+The score is the mean pixel correlation of the reconstructions of the held-out images
+(their betas averaged over repetitions, as the test betas are), a continuous score that
+stays usable with the few held-out images of a small study; 2-way identification among
+them is recorded beside it (``metric: ident2`` chooses by it instead).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import logging
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+#: The keys of a method entry's ``validation`` setting and their defaults.
+VALIDATION_DEFAULTS = {
+    "enabled": True,
+    "fraction": 0.2,       # of the runs (or of the distinct images) held out
+    "metric": "pixcorr",   # or ident2
+    "search": None,        # {setting: [values]}; None: the method's declared search
+    "baseline": "pca",     # null: no baseline guard
+}
+
+#: Metrics the choice can be made on.
+METRICS = ("pixcorr", "ident2")
+
+
+def validation_settings(value, where: str = "validation") -> dict:
+    """The ``validation`` setting of a method entry with its defaults filled.
+
+    ``False`` disables validation; ``None`` or a dict of :data:`VALIDATION_DEFAULTS`
+    keys. Raises ValueError naming an unknown key or a bad value.
+    """
+    from .methods.base import unknown_key_message
+
+    if value is False:
+        return {**VALIDATION_DEFAULTS, "enabled": False}
+    if value is None or value is True:
+        return dict(VALIDATION_DEFAULTS)
+    if not isinstance(value, dict):
+        raise ValueError(f"{where}: expected a mapping or false, got {value!r}")
+    for key in value:
+        if key not in VALIDATION_DEFAULTS:
+            raise ValueError(unknown_key_message(where, key, VALIDATION_DEFAULTS))
+    out = {**VALIDATION_DEFAULTS, **value}
+    if not 0 < float(out["fraction"]) < 1:
+        raise ValueError(f"{where}.fraction: expected a number in (0, 1), got {out['fraction']!r}")
+    if out["metric"] not in METRICS:
+        raise ValueError(f"{where}.metric: {out['metric']!r} is not one of {', '.join(METRICS)}")
+    if out["baseline"] not in ("pca", None):
+        raise ValueError(f"{where}.baseline: 'pca' or null, got {out['baseline']!r}")
+    search = out["search"]
+    if search is not None and (not isinstance(search, dict) or not all(
+            isinstance(v, list) and v for v in search.values())):
+        raise ValueError(f"{where}.search: expected {{setting: [values, ...]}}, got {search!r}")
+    return out
+
+
+def image_ids(images: np.ndarray) -> np.ndarray:
+    """A content hash per image: repeats of one stimulus share it."""
+    return np.array([hashlib.sha1(np.ascontiguousarray(im).tobytes()).hexdigest() for im in images])
+
+
+def holdout_split(images: np.ndarray, groups=None, fraction: float = 0.2, seed: int = 0):
+    """Training pairs to fit on and pairs held out to score, image-disjoint.
+
+    With at least 3 groups (runs), about ``fraction`` of the runs are held out whole
+    (neighbouring trials share noise); otherwise about ``fraction`` of the distinct
+    images, with all their repetitions. Pairs of the fitting part that show an image
+    of the held-out part are dropped from it, so no held-out image is ever fitted on.
+
+    Returns
+    -------
+    fit, held_out : ndarray of int
+    unit : str
+        ``"runs"`` or ``"images"``.
+    """
+    ids = image_ids(images)
+    rng = np.random.default_rng([seed, 61])
+    groups = None if groups is None else np.asarray(groups).astype(str)
+    if groups is not None and len(np.unique(groups)) >= 3:
+        unique = np.unique(groups)
+        n_held = min(len(unique) - 1, max(1, int(round(fraction * len(unique)))))
+        held = np.isin(groups, rng.choice(unique, n_held, replace=False))
+        unit = "runs"
+    else:
+        unique = np.unique(ids)
+        if len(unique) < 4:
+            raise ValueError(f"validation: {len(unique)} distinct training images; need >= 4 "
+                             f"to hold some out (set validation: false)")
+        n_held = min(len(unique) - 2, max(2, int(round(fraction * len(unique)))))
+        held = np.isin(ids, rng.choice(unique, n_held, replace=False))
+        unit = "images"
+    fit = ~held & ~np.isin(ids, ids[held])
+    if fit.sum() < 2 or held.sum() < 2:
+        raise ValueError("validation: the held-out split leaves too few pairs on one side")
+    return np.flatnonzero(fit), np.flatnonzero(held), unit
+
+
+def average_by_image(betas: np.ndarray, images: np.ndarray):
+    """Betas averaged over the repetitions of each image (as test betas are), and the
+    distinct images, in order of first appearance."""
+    ids = image_ids(images)
+    _, first, inverse = np.unique(ids, return_index=True, return_inverse=True)
+    order = np.argsort(first)
+    avg = np.stack([betas[inverse == k].mean(0) for k in order])
+    return avg.astype(np.float32), images[first[order]]
+
+
+def scores(recon: np.ndarray, true: np.ndarray) -> dict:
+    """Per-image ``pixcorr`` and exhaustive ``ident2`` (by pixel correlation)."""
+    from .evaluation import identification_2way, pixcorr, similarity_matrix
+
+    out = {"pixcorr": pixcorr(recon, true)}
+    out["ident2"] = (identification_2way(similarity_matrix(recon, true)) if len(true) > 2
+                     else np.full(len(true), np.nan))
+    return out
+
+
+def candidates(search: dict) -> list[dict]:
+    """Every combination of the ``search`` values ([{}] for an empty search)."""
+    keys = sorted(search)
+    return [dict(zip(keys, values)) for values in itertools.product(*(search[k] for k in keys))]
+
+
+def _label(overrides: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(overrides.items())) or "as configured"
+
+
+def _summary(per_image: dict) -> dict:
+    return {name: float(np.nanmean(v)) if np.any(np.isfinite(v)) else float("nan")
+            for name, v in per_image.items()}
+
+
+def fit_validated(cls, settings: dict, seed: int, betas, images, groups=None, **fit_kwargs):
+    """Fit ``cls`` with the settings its validation chooses, under the guards.
+
+    Parameters
+    ----------
+    cls : type of ReconstructionMethod
+    settings : dict
+        The method's settings (``validation`` included, workflow keys excluded).
+    seed : int
+    betas, images, groups
+        Training pairs and their runs.
+    **fit_kwargs
+        Passed to every ``fit`` (e.g. unpaired betas and images).
+
+    Returns
+    -------
+    ReconstructionMethod
+        Fitted on every training pair, with ``validation_`` (a dict: the split, each
+        candidate's validation scores, the choice, the guards that acted, in words).
+    """
+    from .methods.pca import PCAReconstruction
+
+    settings = dict(settings)
+    options = validation_settings(settings.pop("validation", None), f"methods.{cls.name}.validation")
+    if not options["enabled"]:
+        model = cls(seed=seed, **settings).fit(betas, images, groups=groups, **fit_kwargs)
+        model.validation_ = {"enabled": False}
+        return model
+    search = options["search"] if options["search"] is not None else cls.validation_search(settings)
+    known = cls.setting_defaults()
+    for key in search:
+        if key not in known:
+            from .methods.base import unknown_key_message
+
+            raise ValueError(unknown_key_message(f"methods.{cls.name}.validation.search", key, known))
+    betas = np.asarray(betas, dtype=np.float32)
+    images = np.asarray(images, dtype=np.float32)
+    fit_idx, held_idx, unit = holdout_split(images, groups, options["fraction"], seed)
+    val_betas, val_images = average_by_image(betas[held_idx], images[held_idx])
+    fit_groups = None if groups is None else np.asarray(groups)[fit_idx]
+    log.info("validation of %s: fitting on %d pairs, scoring %d held-out images (%s held out)",
+             cls.name, len(fit_idx), len(val_images), unit)
+
+    ablation = cls.ablation(settings)
+    entries = [{"overrides": c, "role": "candidate"} for c in candidates(search)]
+    if ablation is not None:
+        entries.append({"overrides": ablation, "role": "ablation"})
+    # One fit on the fitting part serves every candidate the method can draw without a
+    # refit (e.g. other inversion settings, the ablation decoder trained beside it).
+    part_kwargs = _part_fit_kwargs(fit_kwargs, val_betas)
+    base = cls(seed=seed, **_part_settings(cls.validation_fit_settings(settings, search), "validation")).fit(
+        betas[fit_idx], images[fit_idx], groups=fit_groups, **part_kwargs)
+    for i, entry in enumerate(entries):
+        recon = base.reconstruct_with(val_betas, entry["overrides"])
+        if recon is None:
+            model = cls(seed=seed, **_part_settings({**settings, **entry["overrides"]},
+                                                    f"validation-{i}")).fit(
+                betas[fit_idx], images[fit_idx], groups=fit_groups, **part_kwargs)
+            recon = model.reconstruct(val_betas)
+        entry["per_image"] = scores(recon, val_images)
+        entry["scores"] = _summary(entry["per_image"])
+        log.info("validation of %s: %s (%s): pixcorr %.3f, ident2 %.3f", cls.name,
+                 _label(entry["overrides"]), entry["role"], entry["scores"]["pixcorr"],
+                 entry["scores"]["ident2"])
+    metric = options["metric"]
+    pool = [e for e in entries if e["role"] == "candidate"]
+    best = max(pool, key=lambda e: (np.nan_to_num(e["scores"][metric], nan=-np.inf),
+                                    np.nan_to_num(e["scores"]["pixcorr"], nan=-np.inf)))
+    chosen, notes = best, []
+    if ablation is not None:
+        abl = entries[-1]
+        if not abl["scores"][metric] < best["scores"][metric]:
+            chosen = abl
+            notes.append(f"the ablation ({_label(ablation)}) scored {abl['scores'][metric]:.3f} "
+                         f">= {best['scores'][metric]:.3f} for the full model on the validation "
+                         f"pairs: the ablation is used")
+    baseline = None
+    if options["baseline"] == "pca" and cls is not PCAReconstruction:
+        pca = PCAReconstruction(seed=seed).fit(betas[fit_idx], images[fit_idx], groups=fit_groups)
+        per = scores(pca.reconstruct(val_betas), val_images)
+        baseline = {"overrides": {}, "role": "baseline pca", "per_image": per, "scores": _summary(per)}
+        log.info("validation of %s: baseline pca: pixcorr %.3f, ident2 %.3f", cls.name,
+                 baseline["scores"]["pixcorr"], baseline["scores"]["ident2"])
+        if baseline["scores"][metric] > chosen["scores"][metric]:
+            notes.append(f"the pca baseline scored {baseline['scores'][metric]:.3f} > "
+                         f"{chosen['scores'][metric]:.3f} on the validation pairs: this entry "
+                         f"fits and draws with the pca baseline")
+            chosen = baseline
+    for note in notes:
+        log.warning("%s: %s", cls.name, note)
+
+    final_settings = {**settings, **chosen["overrides"]}
+    if chosen is baseline:
+        model = PCAReconstruction(seed=seed).fit(betas, images, groups=groups)
+    else:
+        model = cls(seed=seed, **final_settings).fit(betas, images, groups=groups, **fit_kwargs)
+    record_entries = entries + ([baseline] if baseline else [])
+    model.validation_ = {
+        "enabled": True, "metric": metric, "held_out": unit, "n_fit_pairs": int(len(fit_idx)),
+        "n_validation_images": int(len(val_images)),
+        "search": {k: list(v) for k, v in search.items()},
+        "entries": [{"settings": e["overrides"], "role": e["role"], **e["scores"],
+                     "pixcorr_per_image": [float(x) for x in e["per_image"]["pixcorr"]]}
+                    for e in record_entries],
+        "chosen": {"role": chosen["role"], "settings": chosen["overrides"]},
+        "fallback": None if chosen["role"] == "candidate" else chosen["role"],
+        "notes": notes + list(getattr(model, "guards_", [])),
+        "validation_fit_notes": list(getattr(base, "guards_", [])),
+    }
+    log.info("validation of %s chose %s (%s)", cls.name, _label(chosen["overrides"]), chosen["role"])
+    return model
+
+
+def _part_fit_kwargs(fit_kwargs: dict, held_out_betas: np.ndarray) -> dict:
+    """Fit arguments of a fit on part of the pairs: the held-out betas join the unpaired
+    betas (never their images), as the test betas do in the final fit."""
+    out = dict(fit_kwargs)
+    if "unpaired_betas" in out:
+        unpaired = out["unpaired_betas"]
+        out["unpaired_betas"] = held_out_betas if unpaired is None or not len(unpaired) \
+            else np.concatenate([np.asarray(unpaired, np.float32), held_out_betas])
+    return out
+
+
+def _part_settings(settings: dict, name: str) -> dict:
+    """Settings of a fit on part of the pairs: its checkpoints in a subfolder, so they
+    never overwrite (or resume) the final fit's."""
+    out = dict(settings)
+    if out.get("checkpoint_dir"):
+        from pathlib import Path
+
+        out["checkpoint_dir"] = str(Path(out["checkpoint_dir"]) / name)
+    return out
+
+
+def validation_metrics(record: dict | None, n_boot: int = 2000, seed: int = 0) -> dict:
+    """``val_*`` entries of a model's validation record, for the summary and report.
+
+    ``val_pixcorr`` (the kept model), ``val_pixcorr_ablation`` and
+    ``val_pixcorr_pca`` when they were scored, ``val_fallback`` (1 when the ablation or
+    the baseline replaced the method, else 0): means over the held-out training images
+    with 95% bootstrap CIs; chance 0.
+    """
+    from .evaluation import summarise
+
+    if not record or not record.get("enabled"):
+        return {}
+    rng = np.random.default_rng([seed, 67])
+    out = {}
+    chosen = record["chosen"]
+    for entry in record["entries"]:
+        values = np.asarray(entry["pixcorr_per_image"], dtype=np.float64)
+        if entry["role"] == chosen["role"] and entry["settings"] == chosen["settings"]:
+            out["val_pixcorr"] = summarise(values, 0.0, n_boot, rng)
+        if entry["role"] == "ablation":
+            out["val_pixcorr_ablation"] = summarise(values, 0.0, n_boot, rng)
+        if entry["role"] == "baseline pca":
+            out["val_pixcorr_pca"] = summarise(values, 0.0, n_boot, rng)
+    flag = 0.0 if record.get("fallback") is None else 1.0
+    out["val_fallback"] = {"mean": flag, "ci_low": flag, "ci_high": flag, "chance": None}
+    return out
