@@ -56,11 +56,14 @@ def test_latent_method_identifies_held_out_images(generator, tmp_path):
         generator_moved.rename(generator)
 
 
-def test_latent_method_rejects_images_of_another_size(generator):
-    images = smooth_images(30, size=8)
-    with pytest.raises(ValueError, match=r"generator\.pt: generator draws \(16, 16, 1\) images"):
+def test_latent_method_resizes_smaller_images_and_rejects_larger_ones(generator):
+    images = smooth_images(30, size=10)
+    model = get_method("latent")(generator=str(generator), device="cpu").fit(
+        np.random.default_rng(0).standard_normal((30, 5)).astype(np.float32), images)
+    assert model.reconstruct(np.zeros((2, 5), np.float32)).shape == (2, 10, 10, 1)
+    with pytest.raises(ValueError, match=r"generator\.pt: generator draws 16 px images"):
         get_method("latent")(generator=str(generator), device="cpu").fit(
-            np.zeros((30, 5), np.float32), images)
+            np.zeros((30, 5), np.float32), smooth_images(30, size=32))
     with pytest.raises(ValueError, match="no generator file"):
         get_method("latent")(device="cpu").fit(np.zeros((30, 5), np.float32), images)
 

@@ -65,12 +65,14 @@ def method_class(name: str, settings: dict) -> type[ReconstructionMethod]:
 
 def fit_method(betas_path, trials_path, voxels_path, stimuli_dir, method: str,
                settings: dict, images: dict, seed: int, out_model, out_history,
-               work_dir=None, out_validation=None) -> ReconstructionMethod:
+               work_dir=None, out_validation=None,
+               unpaired_splits=("test",)) -> ReconstructionMethod:
     """Fit the config's reconstruction ``method`` on the training trials and save it.
 
     The method's training settings are chosen on held-out training pairs, under its
     guards (:func:`fmrirecon.validation.fit_validated`); the record goes to
-    ``out_validation`` (JSON). Also writes the method's training curves to
+    ``out_validation`` (JSON). Methods that learn from unpaired betas get those of
+    ``unpaired_splits`` (config ``unpaired.betas``). Also writes the method's training curves to
     ``out_history`` (a TSV with a header only for methods that do not train iteratively).
     """
     from .validation import fit_validated
@@ -89,9 +91,12 @@ def fit_method(betas_path, trials_path, voxels_path, stimuli_dir, method: str,
         params.setdefault("checkpoint_dir", str(work_dir))
     extra = {}
     if cls.uses_unpaired_betas:
-        # self-supervision on the test recordings: their betas, never their images
-        unpaired, _ = betas.select("test").average_repeats()
-        extra["unpaired_betas"] = unpaired[:, columns]
+        # self-supervision on other recordings (config unpaired.betas: by default the
+        # test recordings, transductively): their betas, never their images
+        parts = [betas.select(split).average_repeats()[0] for split in unpaired_splits
+                 if len(betas.select(split).trials)]
+        extra["unpaired_betas"] = (np.concatenate(parts)[:, columns] if parts
+                                   else np.zeros((0, int(columns.sum())), np.float32))
     if cls.uses_unpaired_images:
         # a folder some stimuli came from: those images stay out of the unpaired set
         extra["unpaired_exclude"] = stimulus_sources(read_stimuli_table(stimuli_dir))

@@ -16,6 +16,7 @@ rule decode:
         settings=method_parameters,
         images=config["images"],
         seed=config["seed"],
+        unpaired_splits=config["unpaired"]["betas"],
         work_dir=lambda wc: OUT / f"sub-{wc.subject}" / "recon" / f"sub-{wc.subject}_desc-{wc.method}_checkpoints",
     threads: 2
     resources:

@@ -22,15 +22,22 @@ METHOD_FILES.setdefault("selfsup", []).append(
 )
 
 
+def _network_training(network):
+    """The train_network settings of ``network``, its folder resolved (unpaired:<name>)."""
+    settings = dict(network_training(config["methods"], network))
+    settings["folder"] = str(unpaired_folder(settings["folder"]))
+    return settings
+
+
 rule train_feature_network:
     input:
-        folder=lambda wc: network_training(config["methods"], wc.network)["folder"],
+        folder=lambda wc: _network_training(wc.network)["folder"],
         stimuli=lambda wc: excluded_stimuli(wc.network),
     output:
         weights=FEATURES / "{network}_weights.pt",
         provenance=FEATURES / "{network}_weights.pt.json",
     params:
-        settings=lambda wc: network_training(config["methods"], wc.network),
+        settings=lambda wc: _network_training(wc.network),
         seed=config["seed"],
     threads: 2
     resources:

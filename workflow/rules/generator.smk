@@ -15,9 +15,13 @@ GENERATOR = (
 )
 
 
+# Imported betas keep their images per subject: the generator learns from the first's.
+_GENERATOR_STIMULI = str(STIMULI).format(subject=SUBJECTS[0]) if IMPORTED else STIMULI
+
+
 rule train_generator:
     input:
-        stimuli=STIMULI,
+        stimuli=_GENERATOR_STIMULI,
         folders=_TRAIN_FOLDERS,
     output:
         model=OUT / "generator" / "generator.pt",

@@ -60,6 +60,15 @@ def _n_down(image_size: int) -> int:
     return int(k)
 
 
+def generator_side(image_size: int) -> int:
+    """The smallest side 4 * 2**k >= 8 that holds ``image_size`` (the generator's side
+    for images of that side; e.g. 16 for 10 x 10 patches)."""
+    side = 8
+    while side < image_size:
+        side *= 2
+    return side
+
+
 def _widths(image_size: int, base_channels: int) -> list[int]:
     """Channels after each down-sampling stage (doubling, capped at 8x the base)."""
     return [min(base_channels * 2 ** i, base_channels * 8) for i in range(_n_down(image_size))]
@@ -521,8 +530,12 @@ def train_generator(stimuli_dir, folders, settings: dict, images: dict, seed: in
     keys = ("base_channels", "kl_weight", "feature_weight", "adv_weight", "flip")
     extra = {k: settings[k] for k in keys if k in settings}
     paths = training_image_paths(stimuli_dir, folders)
+    size = generator_side(images["size"])
+    if size != images["size"]:
+        log.info("the generator works at %d px (4 * 2**k); the methods resize its %d px images",
+                 size, images["size"])
     return train_vaegan(
-        paths, out_model, image_size=images["size"], channels=images["channels"],
+        paths, out_model, image_size=size, channels=images["channels"],
         latent_dim=settings.get("latent_dim", 1024), epochs=settings.get("epochs", 30),
         batch_size=settings.get("batch_size", 64), lr=settings.get("lr", 2e-4), seed=seed,
         device=settings.get("device", "auto"), checkpoint_every=settings.get("checkpoint_every", 1),

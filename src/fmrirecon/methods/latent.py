@@ -127,11 +127,14 @@ class LatentReconstruction(ReconstructionMethod):
                              "one, or set the config's generator.weights)")
         data = _read(self.generator)
         cfg = dict(data["config"])
-        shape = (cfg["image_size"], cfg["image_size"], cfg["channels"])
-        if tuple(images.shape[1:]) != shape:
+        if images.shape[-1] != cfg["channels"] or images.shape[1] > cfg["image_size"]:
             raise ValueError(
-                f"{self.generator}: generator draws {shape} images but the stimuli are "
-                f"{tuple(images.shape[1:])}; set images.size/channels to match or retrain it")
+                f"{self.generator}: generator draws {cfg['image_size']} px images with "
+                f"{cfg['channels']} channel(s) but the stimuli are {tuple(images.shape[1:])}; "
+                f"set images.size/channels to match or retrain it")
+        # A generator at a larger side (4 * 2**k, e.g. 16 for 10 px patches) reads and
+        # draws resized images.
+        self.image_shape_ = tuple(images.shape[1:])
         self.generator_config_ = cfg
         for which in ("decoder", "encoder"):
             buffer = io.BytesIO()
@@ -148,7 +151,9 @@ class LatentReconstruction(ReconstructionMethod):
         """Encoder means of ``images`` (n, H, W, C): the true latents, (n, latent_dim)."""
         from ..generative.vaegan import encode
 
-        return encode(self._encoder(), np.asarray(images, dtype=np.float32), self.batch_size)
+        side = self.generator_config_["image_size"]
+        return encode(self._encoder(), _resized(np.asarray(images, dtype=np.float32), side),
+                      self.batch_size)
 
     def extra_metrics(self, data):
         """Pairwise identification in latent space and attribute decoding.
@@ -191,4 +196,19 @@ class LatentReconstruction(ReconstructionMethod):
         """Images (n, H, W, C) in [0, 1] drawn by the generator from ``latents``."""
         from ..generative.vaegan import decode
 
-        return np.clip(decode(self._decoder(), latents, self.batch_size), 0, 1)
+        drawn = decode(self._decoder(), latents, self.batch_size)
+        side = getattr(self, "image_shape_", drawn.shape[1:])[0]
+        return np.clip(_resized(drawn, side), 0, 1)
+
+
+def _resized(images: np.ndarray, side: int) -> np.ndarray:
+    """Images (n, H, W, C) resized to (n, side, side, C) (bilinear; antialiased down)."""
+    if images.shape[1] == side:
+        return images
+    import torch
+    from torch.nn import functional as F
+
+    x = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
+    x = F.interpolate(x, size=(side, side), mode="bilinear", align_corners=False,
+                      antialias=side < images.shape[1])
+    return x.numpy().transpose(0, 2, 3, 1).astype(np.float32)

@@ -564,6 +564,8 @@ class SelfSupervisedReconstruction(ReconstructionMethod):
 
         use_cycles = s["cycles"]
         z_unpaired = None
+        if unpaired_betas is not None and len(unpaired_betas) == 0:
+            unpaired_betas = None
         if unpaired_betas is not None and use_cycles:
             unpaired_betas = np.asarray(unpaired_betas, dtype=np.float32)
             if unpaired_betas.ndim != 2 or unpaired_betas.shape[1] != n_vox:
