@@ -2,8 +2,12 @@
 
 Method ``denoised`` (``glm.method: denoised``): the three additions of GLMsingle
 (Prince et al. 2022, eLife 11:e77599) to a least-squares-all (LSA) single-trial GLM,
-built on the pipeline's own designs (cosine drift, constant and motion confounds of
-:mod:`fmrirecon.glm`, which are projected out of data and design per run):
+built on the pipeline's own designs (drift, constant and motion confounds of
+:mod:`fmrirecon.glm`, which are projected out of data and design per run). The drift
+basis is GLMsingle's by default, polynomials of degree round(run minutes / 2)
+(``drift_model="polynomial"``): nilearn's cosine basis to 0.01 Hz removed 0.015-0.045
+of single-trial test-retest correlation against it on the built-in simulation and made
+the HRF step look harmful (``drift_model="cosine"`` keeps it).
 
 1. **HRF per voxel.** Every voxel gets the HRF of a 20-HRF library
    (:func:`fmrirecon.hrf_library.hrf_library`, peaks 4-7 s) under which an on-off
@@ -13,16 +17,21 @@ built on the pipeline's own designs (cosine drift, constant and motion confounds
    on-off choice tracks the true peak far better (r = 0.85-0.92 against 0.41-0.47):
    with one amplitude per trial, every HRF fits noise nearly as well.
 2. **GLMdenoise** (Kay et al. 2013, Front. Neurosci. 7:247). The *noise pool* are
-   voxels whose on-off R2 (canonical HRF) is at noise level; the principal
+   voxels whose on-off R2 (canonical HRF) is below the threshold between the
+   non-responsive and responsive groups (:func:`noise_threshold`, GLMsingle's
+   mixture of two Gaussians); the principal
    components of their (unit-norm, nuisance-free) time series, per run, are noise
    regressors. The number of components, 0 to ``max_pcs``, is chosen by
    leave-one-run-out cross-validation of repeated trials: each held-out trial's
    beta is predicted by the mean beta of the same stimulus in the other runs, and
-   the median cross-validated R2 over task-responsive voxels (high on-off R2) is
+   the median cross-validated R2 over task-responsive voxels (above the threshold) is
    compared; the smallest number reaching ``1 - pc_tolerance`` of the best gain
    over 0 components is taken (``pc_tolerance=0``: the maximum).
 3. **Fractional ridge** (Rokem & Kay 2020, :mod:`fmrirecon.fracridge`) per voxel,
-   the fraction chosen per voxel by the same cross-validation; the ridge betas are
+   the fraction chosen per voxel by the same cross-validation, scored as GLMsingle
+   does: the mean ridge beta of a stimulus in the other runs predicts each held-out
+   trial's *unregularised* beta (scoring against held-out ridge betas instead
+   rewards shrinking both sides alike; ``ridge_xval="ridge"`` keeps that); the ridge betas are
    then scaled and offset per voxel to best match that voxel's unregularised betas,
    as GLMsingle does, so they keep the data's units.
 
@@ -165,15 +174,59 @@ class _CrossValidation:
     def n(self) -> int:
         return len(self.eval_idx)
 
-    def r2(self, betas: np.ndarray) -> np.ndarray:
-        """Cross-validated R2 (percent, about each voxel's mean) of every column."""
+    def r2(self, betas: np.ndarray, target: np.ndarray | None = None) -> np.ndarray:
+        """Cross-validated R2 (percent, about each voxel's mean) of every column.
+
+        The held-out trials' values come from ``target`` (e.g. unregularised betas)
+        when given, else from ``betas``; the predictions always from ``betas``.
+        """
         if self.n == 0:
             return np.full(betas.shape[1], np.nan)
-        data = betas[self.eval_idx]
+        data = (betas if target is None else target)[self.eval_idx]
         pred = self.A @ betas
         total = ((data - data.mean(axis=0)) ** 2).sum(axis=0)
         with np.errstate(divide="ignore", invalid="ignore"):
             return np.where(total > 0, 100 * (1 - ((data - pred) ** 2).sum(axis=0) / total), np.nan)
+
+
+def noise_threshold(onoff_r2: np.ndarray, seed: int = 0) -> tuple[float, float]:
+    """The on-off R2 below which a voxel counts as non-responsive (noise pool), and the
+    level above which it is clearly responsive (it scores the noise components).
+
+    As GLMsingle's ``findtailthreshold``: a mixture of two Gaussians is fitted to the
+    voxels' on-off R2 and the threshold is where the two weighted densities cross,
+    between the means. It holds whatever the share of responsive voxels (a median-
+    centred noise level falls inside the responsive group once they are the majority,
+    as in a visual ROI). Without two separate groups (the crossing is not between the
+    means, or one group holds under 2% of the voxels) the robust lower-half noise level
+    (:func:`_robust_noise_level`, centre + 1 spread) is used.
+
+    The responsive level is the responsive component's mean (about the upper half of
+    the responsive voxels): weak responders just above the threshold have cross-validated
+    single-trial R2 far below 0 and would choose the number of components by noise
+    (fallback: centre + 4 spreads).
+    """
+    from scipy.stats import norm
+    from sklearn.mixture import GaussianMixture
+
+    values = np.asarray(onoff_r2, dtype=np.float64)
+    values = values[np.isfinite(values)]
+    centre, spread = _robust_noise_level(values)
+    fallback = (centre + spread, centre + 4 * spread)
+    if len(values) < 20:
+        return fallback
+    gmm = GaussianMixture(2, random_state=seed, n_init=3).fit(values[:, None])
+    means, sds = gmm.means_[:, 0], np.sqrt(gmm.covariances_.reshape(2))
+    lo, hi = np.argsort(means)
+    if gmm.weights_.min() < 0.02:
+        return fallback
+    grid = np.linspace(means[lo], means[hi], 2001)
+    diff = gmm.weights_[lo] * norm.pdf(grid, means[lo], sds[lo]) - \
+        gmm.weights_[hi] * norm.pdf(grid, means[hi], sds[hi])
+    cross = np.flatnonzero(np.diff(np.sign(diff)) != 0)
+    if not len(cross):
+        return fallback
+    return float(grid[cross[0]]), float(means[hi])
 
 
 def _robust_noise_level(values: np.ndarray) -> tuple[float, float]:
@@ -263,6 +316,15 @@ def fit_denoised(data: list[np.ndarray], designs: list[dict], conditions, *,
         Also return the betas of every step of :data:`STEPS`.
     progress : bool, default=False
         Progress bars on stderr.
+    noise_pool : {"mixture", "median"}, default="mixture"
+        How the on-off R2 threshold of the noise pool is found: :func:`noise_threshold`
+        (GLMsingle's two-Gaussian mixture), or the former median-centred noise level
+        (pool below centre + 1 spread, scoring voxels above centre + 4 spreads), which
+        put many responsive voxels in the pool once they are the majority.
+    ridge_xval : {"ols", "ridge"}, default="ols"
+        What each held-out trial's beta is, when a fraction is scored: its unregularised
+        (OLS) beta, as GLMsingle does, or its beta at the same fraction (the former
+        scoring, which rewards shrinking both sides alike).
     blas_threads : int or None, default=1
         Cap on BLAS/LAPACK threads during the fit (None: no cap). The matrices are
         small (scans x trials), so threads mostly add overhead, and on shared cores
@@ -294,7 +356,13 @@ def _fit_denoised(
     chunk_size: int = 20000,
     keep_steps: bool = False,
     progress: bool = False,
+    noise_pool: str = "mixture",
+    ridge_xval: str = "ols",
 ) -> DenoiseFit:
+    if noise_pool not in ("mixture", "median"):
+        raise ValueError(f"noise_pool must be 'mixture' or 'median', got {noise_pool!r}")
+    if ridge_xval not in ("ols", "ridge"):
+        raise ValueError(f"ridge_xval must be 'ols' or 'ridge', got {ridge_xval!r}")
     if hrf_fit not in ("trials", "onoff"):
         raise ValueError(f"hrf_fit must be 'trials' or 'onoff', got {hrf_fit!r}")
     if int(max_pcs) < 0 or not 0 <= float(pc_tolerance) < 1:
@@ -341,9 +409,16 @@ def _fit_denoised(
         onoff = np.where(ss_total > 0, 100 * (xy**2 / xx[:, None]) / ss_total, 0.0)
     onoff_r2 = onoff[canon]
 
-    centre, spread = _robust_noise_level(onoff_r2)
-    noise_pool = onoff_r2 < centre + spread
-    good = onoff_r2 > centre + 4 * spread
+    # Noise pool below the threshold between the non-responsive and responsive groups
+    # of on-off R2 (GLMsingle's findtailthreshold); responsive voxels above it score the
+    # number of noise components.
+    if noise_pool == "mixture":
+        threshold, responsive = noise_threshold(onoff_r2)
+        pool, good = onoff_r2 < threshold, onoff_r2 > responsive
+    else:
+        centre, spread = _robust_noise_level(onoff_r2)
+        pool, good = onoff_r2 < centre + spread, onoff_r2 > centre + 4 * spread
+    noise_pool = pool
     min_good = min(n_vox, 50)
     if good.sum() < min_good or good.sum() > MAX_GOOD_VOXELS:
         # too few responsive voxels to score (or more than needed): take the best ones
@@ -440,7 +515,10 @@ def _fit_denoised(
             if can_xval and len(fractions) > 1:
                 # the achieved fractions are within ~1e-4 of the targets without polishing
                 alphas = fraction_alphas(s_all, yt_all, fractions, n_polish=0)
-                scores = np.stack([xval.r2(betas_for(a)[0]) for a in alphas])
+                # each held-out trial's unregularised beta is predicted by the mean
+                # ridge beta of its stimulus in the other runs (GLMsingle's scoring)
+                target = ols if ridge_xval == "ols" else None
+                scores = np.stack([xval.r2(betas_for(a)[0], target) for a in alphas])
                 best = np.argmax(np.nan_to_num(scores, nan=-np.inf), axis=0)  # ties: larger fraction
                 alpha = alphas[best, np.arange(len(vox))]
                 fraction[vox] = fractions[best]
@@ -471,15 +549,33 @@ def _match_scale(ridge: np.ndarray, ols: np.ndarray) -> np.ndarray:
     return a * rc + ols.mean(axis=0)
 
 
-def _nuisance(frame_times, high_pass, confounds) -> np.ndarray:
-    """Drift (cosine), constant and confounds: the LSA design without its trials."""
+#: Drift bases of the ``denoised`` GLM (config ``glm.drift_model``).
+DRIFT_MODELS = ("polynomial", "cosine")
+
+
+def polynomial_degree(frame_times) -> int:
+    """GLMsingle's drift degree: round(run duration in minutes / 2), at least 1."""
+    duration = float(frame_times[-1] - frame_times[0]) + float(np.median(np.diff(frame_times)))
+    return max(1, int(round(duration / 60 / 2)))
+
+
+def _nuisance(frame_times, high_pass, confounds, drift_model: str = "cosine") -> np.ndarray:
+    """Drift, constant and confounds: the LSA design without its trials.
+
+    ``drift_model``: ``"cosine"`` (nilearn's basis up to ``high_pass`` Hz) or
+    ``"polynomial"`` (Legendre-like polynomials of :func:`polynomial_degree`, as
+    GLMsingle; ``high_pass`` unused).
+    """
+    if drift_model not in DRIFT_MODELS:
+        raise ValueError(f"drift_model must be one of {DRIFT_MODELS}, got {drift_model!r}")
     add = {}
     if confounds is not None:
         add = {"add_regs": confounds.to_numpy(), "add_reg_names": list(confounds.columns)}
+    drift = ({"drift_model": "cosine", "high_pass": high_pass} if drift_model == "cosine"
+             else {"drift_model": "polynomial", "drift_order": polynomial_degree(frame_times)})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        X = make_first_level_design_matrix(frame_times, None, drift_model="cosine",
-                                           high_pass=high_pass, **add)
+        X = make_first_level_design_matrix(frame_times, None, **drift, **add)
     return X.to_numpy()
 
 
@@ -488,6 +584,7 @@ def denoised_betas(
     splits: dict,
     high_pass: float = 0.01,
     confounds: str = "motion6",
+    drift_model: str = "polynomial",
     mask_img=None,
     progress: bool = True,
     xval_split: str = "train",
@@ -504,6 +601,8 @@ def denoised_betas(
     ----------
     runs, splits, high_pass, confounds, mask_img, progress
         As for :func:`fmrirecon.glm.single_trial_betas`.
+    drift_model : {"polynomial", "cosine"}, default="polynomial"
+        Drift basis (see the module docstring); ``high_pass`` applies to cosine only.
     xval_split : {"train", "test", "all"}, default="train"
         Whose repeated stimuli cross-validate the number of noise components and the
         ridge fractions. If that split has too few, all splits are used (warning).
@@ -534,7 +633,7 @@ def denoised_betas(
         frame_times = np.arange(Y.shape[0]) * float(run["tr"])
         data.append(Y.astype(np.float32))
         designs.append({"onsets": events["onset"].to_numpy(), "durations": events["duration"].to_numpy(),
-                        "frame_times": frame_times, "nuisance": _nuisance(frame_times, high_pass, conf)})
+                        "frame_times": frame_times, "nuisance": _nuisance(frame_times, high_pass, conf, drift_model)})
         tables.append(events.assign(task=str(run["task"]), run=int(run["run"]), split=task_split[run["task"]]))
         del Y
     trials = trial_table(tables)
@@ -542,7 +641,7 @@ def denoised_betas(
     fit = fit_denoised(data, designs, conditions, keep_steps=keep_steps, progress=progress, **options)
     attrs = {
         "glm_method": METHOD, "high_pass": float(high_pass), "confounds": confounds,
-        "drift_model": "cosine", "units": "percent signal change (peak of the trial response)",
+        "drift_model": drift_model, "units": "percent signal change (peak of the trial response)",
         "noise_model": "ols", "n_noise_components": int(fit.n_pcs), "xval_split": xval_split,
         "hrf_library": f"{len(fit.hrf_peaks)} stretched Glover HRFs, peaks "
                        f"{fit.hrf_peaks[0]:g}-{fit.hrf_peaks[-1]:g} s",

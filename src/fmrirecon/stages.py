@@ -279,6 +279,7 @@ def glm(runs: list[dict], splits: dict, settings: dict, out_betas, out_trials,
                                                   "pc_tolerance", "fractions", "chunk_size")}
         betas, fit = denoised_betas(
             runs, splits, high_pass=settings["high_pass"], confounds=settings["confounds"],
+            drift_model=settings.get("drift_model", "polynomial"),
             xval_split=settings["xval_split"], keep_steps=True, **options,
         )
     else:
