@@ -35,5 +35,4 @@ rule all:
     input:
         rules.derivatives_description.output,
         REPORT / "index.html",
-        [] if IMPORTED else expand(FEATURES / "stimuli_desc-{method}_features.h5", method=DIR_METHODS),
     default_target: True

@@ -9,7 +9,7 @@ from fmrirecon.evaluation import correlation_matrix, identification_2way, pixcor
 from fmrirecon.features import FeatureExtractor, extract_features
 from fmrirecon.methods import EvaluationData, get_method
 from fmrirecon.methods.dir import (DeepImageReconstruction, VoxelSelectionRidge,
-                                   decoded_feature_accuracy, family_generalisation,
+                                   decoded_feature_accuracy,
                                    invert_features)
 
 
@@ -156,21 +156,6 @@ def test_decoded_feature_accuracy_table():
     assert perfect.loc[0, "profile_r"] == pytest.approx(1) and perfect.loc[0, "ident2"] == 1
     noise = decoded_feature_accuracy({"a": rng.standard_normal((10, 30))}, true)
     assert abs(noise.loc[0, "pattern_r"]) < 0.3
-
-
-def test_family_generalisation(data):
-    images, voxels = data
-    families = np.array(["smooth", "inverted"] * 50)
-    images = np.where(families[:, None, None, None] == "inverted", 1 - images, images)
-    settings = dict(input_size=16, max_units=200, iterations=20, device="cpu",
-                    layers=["relu1", "relu3"])
-    table = family_generalisation(voxels[:80], images[:80], families[:80], voxels[80:],
-                                  images[80:], families[80:], settings=settings,
-                                  train_on=["smooth"])
-    assert list(table["test_family"]) == ["inverted", "smooth"]
-    assert list(table["within"]) == [False, True]
-    for column in ("pixcorr", "ident2_pixel", "ident2_feature", "profile_r", "pattern_r"):
-        assert table[column].notna().all()
 
 
 def _untrained_generator(path):

@@ -23,6 +23,30 @@ log = logging.getLogger(__name__)
 #: Kinds of images a set draws (see :func:`draw`).
 KINDS = ("binary_pattern", "binary_shape", "binary_letter", "shape", "letter")
 
+#: A folder setting of this form names a set of the config's ``unpaired.images``.
+PREFIX = "unpaired:"
+
+
+def resolve_folder(value, sets: dict, root: str | Path):
+    """The folder a setting names: ``unpaired:<name>`` is the procedural set ``name``
+    (written under ``root``), anything else is returned as it is.
+
+    Raises ValueError naming the setting when ``name`` is not a key of ``sets``.
+    """
+    if isinstance(value, str) and value.startswith(PREFIX):
+        name = value[len(PREFIX):]
+        if name not in (sets or {}):
+            raise ValueError(f"{value}: no set {name!r} in config['unpaired']['images'] "
+                             f"(sets: {', '.join(sorted(sets or {})) or 'none'})")
+        return Path(root) / name
+    return value
+
+
+def procedural_settings(settings: dict, sets: dict, root: str | Path) -> dict:
+    """The settings of a method entry that name a procedural set, as ``{key: folder}``."""
+    return {key: resolve_folder(value, sets, root) for key, value in (settings or {}).items()
+            if isinstance(value, str) and value.startswith(PREFIX)}
+
 
 def binary_pattern(rng: np.random.Generator, grid: int) -> np.ndarray:
     """A grid x grid patch, each cell black or white with probability 1/2."""

@@ -5,7 +5,7 @@ GENERATOR_SETTINGS = config["generator"]
 _TRAIN_FOLDERS = GENERATOR_SETTINGS["train_folder"] or []
 if isinstance(_TRAIN_FOLDERS, str):
     _TRAIN_FOLDERS = [_TRAIN_FOLDERS]
-_TRAIN_FOLDERS = [unpaired_folder(folder) for folder in _TRAIN_FOLDERS]
+_TRAIN_FOLDERS = [resolve_folder(folder, UNPAIRED_SETS, UNPAIRED) for folder in _TRAIN_FOLDERS]
 
 # The generator file the methods use: external weights skip training.
 GENERATOR = (
