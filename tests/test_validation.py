@@ -7,7 +7,7 @@ from conftest import linear_voxels, smooth_images
 from fmrirecon.evaluation import bootstrap_ci, pixcorr
 from fmrirecon.methods import get_method
 from fmrirecon.validation import (average_by_image, fit_validated, holdout_split, image_ids,
-                                  validation_metrics, validation_settings)
+                                  validation_folds, validation_metrics, validation_settings)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -26,6 +26,19 @@ def test_holdout_leaves_whole_runs_or_whole_images_out():
     assert unit == "images" and len(set(ids[held])) == 4 and not set(ids[held]) & set(ids[fit])
     avg, unique = average_by_image(np.arange(60, dtype=np.float32)[:, None], images)
     assert len(unique) == 20 and avg[0, 0] == pytest.approx(1.0)  # trials 0, 1, 2
+
+
+def test_without_runs_every_distinct_image_is_held_out_once():
+    images = np.repeat(smooth_images(20, size=8), 3, axis=0)
+    folds, unit = validation_folds(images, np.zeros(60))
+    ids = image_ids(images)
+    assert unit == "images" and len(folds) == 5
+    held = np.concatenate([h for _, h in folds])
+    assert sorted(held) == list(range(60))  # every trial once, with its repetitions
+    for fit, h in folds:
+        assert not set(ids[fit]) & set(ids[h])
+    folds, unit = validation_folds(images, np.tile(np.arange(6), 10))
+    assert unit == "runs" and len(folds) == 1
 
 
 def test_validation_settings_are_checked():

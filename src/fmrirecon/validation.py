@@ -35,7 +35,8 @@ log = logging.getLogger(__name__)
 #: The keys of a method entry's ``validation`` setting and their defaults.
 VALIDATION_DEFAULTS = {
     "enabled": True,
-    "fraction": 0.2,       # of the runs (or of the distinct images) held out
+    "fraction": 0.2,       # of the runs held out (one split)
+    "folds": None,         # None: 1 split of runs, or 5 folds of images without runs
     "metric": "pixcorr",   # or ident2
     "search": None,        # {setting: [values]}; None: the method's declared search
     "baseline": "pca",     # null: no baseline guard
@@ -67,6 +68,8 @@ def validation_settings(value, where: str = "validation") -> dict:
         raise ValueError(f"{where}.fraction: expected a number in (0, 1), got {out['fraction']!r}")
     if out["metric"] not in METRICS:
         raise ValueError(f"{where}.metric: {out['metric']!r} is not one of {', '.join(METRICS)}")
+    if out["folds"] is not None and (not isinstance(out["folds"], int) or out["folds"] < 1):
+        raise ValueError(f"{where}.folds: a positive integer or null, got {out['folds']!r}")
     if out["baseline"] not in ("pca", None):
         raise ValueError(f"{where}.baseline: 'pca' or null, got {out['baseline']!r}")
     search = out["search"]
@@ -115,6 +118,45 @@ def holdout_split(images: np.ndarray, groups=None, fraction: float = 0.2, seed: 
     if fit.sum() < 2 or held.sum() < 2:
         raise ValueError("validation: the held-out split leaves too few pairs on one side")
     return np.flatnonzero(fit), np.flatnonzero(held), unit
+
+
+def validation_folds(images: np.ndarray, groups=None, fraction: float = 0.2, folds=None,
+                     seed: int = 0):
+    """The fitting and held-out parts of each validation fold, image-disjoint.
+
+    With 3 or more runs: one split holding out about ``fraction`` of the runs
+    (:func:`holdout_split`), or ``folds`` folds of whole runs. Without (a study of one
+    run), the distinct images are dealt into ``folds`` (default 5) folds, each held out
+    once with all its repetitions, so every training image is scored once: one
+    held-out split of a few images would choose by noise.
+
+    Returns
+    -------
+    list of (fit, held_out) index arrays
+    unit : str
+        ``"runs"`` or ``"images"``.
+    """
+    ids = image_ids(images)
+    by_runs = groups is not None and len(np.unique(np.asarray(groups).astype(str))) >= 3
+    if by_runs and (folds is None or folds == 1):
+        fit, held, unit = holdout_split(images, groups, fraction, seed)
+        return [(fit, held)], unit
+    if folds == 1:
+        fit, held, unit = holdout_split(images, None, fraction, seed)
+        return [(fit, held)], unit
+    units = np.asarray(groups).astype(str) if by_runs else ids
+    unique = np.unique(units)
+    k = min(folds or 5, len(unique) // 2)
+    if k < 2:
+        raise ValueError(f"validation: {len(unique)} distinct training images; need >= 4 to "
+                         f"hold some out (set validation: false)")
+    order = np.random.default_rng([seed, 61]).permutation(len(unique))
+    out = []
+    for f in range(k):
+        held = np.isin(units, unique[order[f::k]])
+        fit = ~held & ~np.isin(ids, ids[held])
+        out.append((np.flatnonzero(fit), np.flatnonzero(held)))
+    return out, "runs" if by_runs else "images"
 
 
 def average_by_image(betas: np.ndarray, images: np.ndarray):
@@ -189,29 +231,45 @@ def fit_validated(cls, settings: dict, seed: int, betas, images, groups=None, **
             raise ValueError(unknown_key_message(f"methods.{cls.name}.validation.search", key, known))
     betas = np.asarray(betas, dtype=np.float32)
     images = np.asarray(images, dtype=np.float32)
-    fit_idx, held_idx, unit = holdout_split(images, groups, options["fraction"], seed)
-    val_betas, val_images = average_by_image(betas[held_idx], images[held_idx])
-    fit_groups = None if groups is None else np.asarray(groups)[fit_idx]
-    log.info("validation of %s: fitting on %d pairs, scoring %d held-out images (%s held out)",
-             cls.name, len(fit_idx), len(val_images), unit)
-
+    folds, unit = validation_folds(images, groups, options["fraction"], options["folds"], seed)
     ablation = cls.ablation(settings)
     entries = [{"overrides": c, "role": "candidate"} for c in candidates(search)]
     if ablation is not None:
         entries.append({"overrides": ablation, "role": "ablation"})
-    # One fit on the fitting part serves every candidate the method can draw without a
-    # refit (e.g. other inversion settings, the ablation decoder trained beside it).
-    part_kwargs = _part_fit_kwargs(fit_kwargs, val_betas)
-    base = cls(seed=seed, **_part_settings(cls.validation_fit_settings(settings, search), "validation")).fit(
-        betas[fit_idx], images[fit_idx], groups=fit_groups, **part_kwargs)
-    for i, entry in enumerate(entries):
-        recon = base.reconstruct_with(val_betas, entry["overrides"])
-        if recon is None:
-            model = cls(seed=seed, **_part_settings({**settings, **entry["overrides"]},
-                                                    f"validation-{i}")).fit(
-                betas[fit_idx], images[fit_idx], groups=fit_groups, **part_kwargs)
-            recon = model.reconstruct(val_betas)
-        entry["per_image"] = scores(recon, val_images)
+    baseline = None
+    if options["baseline"] == "pca" and cls is not PCAReconstruction:
+        baseline = {"overrides": {}, "role": "baseline pca"}
+    scored = entries + ([baseline] if baseline else [])
+    recons = {id(e): [] for e in scored}
+    truth, notes_fit = [], []
+    for f, (fit_idx, held_idx) in enumerate(folds):
+        val_betas, val_images = average_by_image(betas[held_idx], images[held_idx])
+        fit_groups = None if groups is None else np.asarray(groups)[fit_idx]
+        log.info("validation of %s, fold %d/%d: fitting on %d pairs, scoring %d held-out "
+                 "images (%s held out)", cls.name, f + 1, len(folds), len(fit_idx),
+                 len(val_images), unit)
+        part = dict(betas=betas[fit_idx], images=images[fit_idx], groups=fit_groups,
+                    **_part_fit_kwargs(fit_kwargs, val_betas))
+        # One fit on the fitting part serves every candidate the method can draw without
+        # a refit (e.g. other inversion settings, the ablation decoder trained beside it).
+        base = cls(seed=seed, **_part_settings(cls.validation_fit_settings(settings, search),
+                                               f"validation-{f}")).fit(**part)
+        notes_fit += [n for n in getattr(base, "guards_", []) if n not in notes_fit]
+        for i, entry in enumerate(entries):
+            recon = base.reconstruct_with(val_betas, entry["overrides"])
+            if recon is None:
+                model = cls(seed=seed, **_part_settings({**settings, **entry["overrides"]},
+                                                        f"validation-{f}-{i}")).fit(**part)
+                recon = model.reconstruct(val_betas)
+            recons[id(entry)].append(recon)
+        if baseline is not None:
+            pca = PCAReconstruction(seed=seed).fit(betas[fit_idx], images[fit_idx], groups=fit_groups)
+            recons[id(baseline)].append(pca.reconstruct(val_betas))
+        truth.append(val_images)
+    val_images = np.concatenate(truth)
+    for entry in scored:
+        # pooled over folds: 2-way identification among every held-out image
+        entry["per_image"] = scores(np.concatenate(recons[id(entry)]), val_images)
         entry["scores"] = _summary(entry["per_image"])
         log.info("validation of %s: %s (%s): pixcorr %.3f, ident2 %.3f", cls.name,
                  _label(entry["overrides"]), entry["role"], entry["scores"]["pixcorr"],
@@ -228,18 +286,11 @@ def fit_validated(cls, settings: dict, seed: int, betas, images, groups=None, **
             notes.append(f"the ablation ({_label(ablation)}) scored {abl['scores'][metric]:.3f} "
                          f">= {best['scores'][metric]:.3f} for the full model on the validation "
                          f"pairs: the ablation is used")
-    baseline = None
-    if options["baseline"] == "pca" and cls is not PCAReconstruction:
-        pca = PCAReconstruction(seed=seed).fit(betas[fit_idx], images[fit_idx], groups=fit_groups)
-        per = scores(pca.reconstruct(val_betas), val_images)
-        baseline = {"overrides": {}, "role": "baseline pca", "per_image": per, "scores": _summary(per)}
-        log.info("validation of %s: baseline pca: pixcorr %.3f, ident2 %.3f", cls.name,
-                 baseline["scores"]["pixcorr"], baseline["scores"]["ident2"])
-        if baseline["scores"][metric] > chosen["scores"][metric]:
-            notes.append(f"the pca baseline scored {baseline['scores'][metric]:.3f} > "
-                         f"{chosen['scores'][metric]:.3f} on the validation pairs: this entry "
-                         f"fits and draws with the pca baseline")
-            chosen = baseline
+    if baseline is not None and baseline["scores"][metric] > chosen["scores"][metric]:
+        notes.append(f"the pca baseline scored {baseline['scores'][metric]:.3f} > "
+                     f"{chosen['scores'][metric]:.3f} on the validation pairs: this entry "
+                     f"fits and draws with the pca baseline")
+        chosen = baseline
     for note in notes:
         log.warning("%s: %s", cls.name, note)
 
@@ -248,9 +299,10 @@ def fit_validated(cls, settings: dict, seed: int, betas, images, groups=None, **
         model = PCAReconstruction(seed=seed).fit(betas, images, groups=groups)
     else:
         model = cls(seed=seed, **final_settings).fit(betas, images, groups=groups, **fit_kwargs)
-    record_entries = entries + ([baseline] if baseline else [])
+    record_entries = scored
     model.validation_ = {
-        "enabled": True, "metric": metric, "held_out": unit, "n_fit_pairs": int(len(fit_idx)),
+        "enabled": True, "metric": metric, "held_out": unit, "folds": len(folds),
+        "n_fit_pairs": [int(len(fit)) for fit, _ in folds],
         "n_validation_images": int(len(val_images)),
         "search": {k: list(v) for k, v in search.items()},
         "entries": [{"settings": e["overrides"], "role": e["role"], **e["scores"],
@@ -259,7 +311,7 @@ def fit_validated(cls, settings: dict, seed: int, betas, images, groups=None, **
         "chosen": {"role": chosen["role"], "settings": chosen["overrides"]},
         "fallback": None if chosen["role"] == "candidate" else chosen["role"],
         "notes": notes + list(getattr(model, "guards_", [])),
-        "validation_fit_notes": list(getattr(base, "guards_", [])),
+        "validation_fit_notes": notes_fit,
     }
     log.info("validation of %s chose %s (%s)", cls.name, _label(chosen["overrides"]), chosen["role"])
     return model
