@@ -252,11 +252,15 @@ def fit_validated(cls, settings: dict, seed: int, betas, images, groups=None, **
                     **_part_fit_kwargs(fit_kwargs, val_betas))
         # One fit on the fitting part serves every candidate the method can draw without
         # a refit (e.g. other inversion settings, the ablation decoder trained beside it).
-        base = cls(seed=seed, **_part_settings(cls.validation_fit_settings(settings, search),
-                                               f"validation-{f}")).fit(**part)
+        base_settings = cls.validation_fit_settings(settings, search)
+        base = cls(seed=seed, **_part_settings(base_settings, f"validation-{f}")).fit(**part)
         notes_fit += [n for n in getattr(base, "guards_", []) if n not in notes_fit]
+        defaults = cls.setting_defaults()
         for i, entry in enumerate(entries):
-            recon = base.reconstruct_with(val_betas, entry["overrides"])
+            # overrides the base fit already has are no change to it
+            changed = {k: v for k, v in entry["overrides"].items()
+                       if base_settings.get(k, defaults.get(k)) != v}
+            recon = base.reconstruct_with(val_betas, changed)
             if recon is None:
                 model = cls(seed=seed, **_part_settings({**settings, **entry["overrides"]},
                                                         f"validation-{f}-{i}")).fit(**part)
