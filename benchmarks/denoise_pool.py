@@ -38,8 +38,24 @@ VARIANTS = {
     "before (median, cosine, ridge)": dict(noise_pool="median", drift_model="cosine", ridge_xval="ridge"),
     "mixture pool": dict(noise_pool="mixture", drift_model="cosine", ridge_xval="ridge"),
     "+ polynomial drift": dict(noise_pool="mixture", drift_model="polynomial", ridge_xval="ridge"),
-    "after (+ ols ridge scoring)": dict(noise_pool="mixture", drift_model="polynomial", ridge_xval="ols"),
+    "+ ols ridge scoring": dict(noise_pool="mixture", drift_model="polynomial", ridge_xval="ols"),
+    "median pool, polynomial": dict(noise_pool="median", drift_model="polynomial", ridge_xval="ridge"),
 }
+
+
+def _roi_mask(brain_mask, t_ijk, visual, share, seed=0):
+    """Every visual voxel plus random non-visual ones, visual being ``share`` of the ROI."""
+    import nibabel as nib
+
+    ref = nib.load(brain_mask)
+    data = np.zeros(ref.shape[:3], dtype=np.uint8)
+    rng = np.random.default_rng(seed)
+    others = np.flatnonzero(~visual)
+    n_other = min(len(others), int(round(visual.sum() * (1 - share) / share)))
+    keep = np.concatenate([np.flatnonzero(visual), rng.choice(others, n_other, replace=False)])
+    i, j, k = t_ijk[keep].T
+    data[i, j, k] = 1
+    return nib.Nifti1Image(data, ref.affine)
 
 
 def main(argv=None):
@@ -50,6 +66,11 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default="/tmp/glm_quality")
     parser.add_argument("--subjects", nargs="*", default=None)
+    parser.add_argument("--variants", nargs="*", default=None, help="names of VARIANTS to run")
+    parser.add_argument("--roi-visual-share", type=float, default=None,
+                        help="fit within an ROI mask: every visual voxel plus enough random "
+                             "non-visual ones that visual voxels are this share (e.g. 0.6, as "
+                             "in a visual ROI); default the whole brain mask")
     args = parser.parse_args(argv)
     config = yaml.safe_load((ROOT / "config.yaml").read_text())
     sim = dict(config["simulate"], hrf_peak_range=[4.0, 7.0], shared_noise_components=3,
@@ -65,10 +86,16 @@ def main(argv=None):
         with h5py.File(out / "truth" / f"sub-{s}_truth.h5") as f:
             t_ijk, visual = f["voxel_ijk"][()], f["is_visual"][()].astype(bool)
         lookup = {tuple(v): i for i, v in enumerate(t_ijk)}
+        mask_img = None
+        if args.roi_visual_share:
+            mask_img = _roi_mask(runs[0]["mask"], t_ijk, visual, args.roi_visual_share)
         for name, variant in VARIANTS.items():
+            if args.variants and name not in args.variants:
+                continue
             drift = variant["drift_model"]
             betas, fit = denoised_betas(runs, SPLITS, progress=False, keep_steps=True,
                                         drift_model=drift, noise_pool=variant["noise_pool"],
+                                        mask_img=mask_img,
                                         ridge_xval=variant["ridge_xval"])
             idx = np.array([lookup.get(tuple(v), -1) for v in betas.voxel_ijk])
             is_visual = (idx >= 0) & visual[np.maximum(idx, 0)]
