@@ -614,9 +614,9 @@ def extract_stimulus_features(stimuli_dir: str | Path, settings: dict, images: d
         The config's ``images`` section (``size``, ``channels``).
     out_h5 : str or Path
     device : str
-        See :func:`fmrirecon.devices.select_device`.
+        See :func:`fmrirecon.torchkit.select_device`.
     """
-    from .devices import select_device
+    from .torchkit import select_device
     from .images import load_images
 
     table = stimulus_table(stimuli_dir)
@@ -665,7 +665,7 @@ def train_feature_network(folder: str | Path, settings: dict, seed: int, out: st
     dict
         The training metadata (provenance, held-out accuracy).
     """
-    from .devices import select_device
+    from .torchkit import select_device
 
     from .bids import read_stimuli_table
 

@@ -612,7 +612,7 @@ class DeepImageReconstruction(ReconstructionMethod):
     def extractor(self):
         """The feature extractor (built on first use)."""
         if self._extractor is None:
-            from ..devices import select_device
+            from ..torchkit import select_device
             from ..features import FeatureExtractor
 
             self._extractor = FeatureExtractor(self.network, self.layers, self.weights,
@@ -637,7 +637,7 @@ class DeepImageReconstruction(ReconstructionMethod):
             return self._fit(betas, images, groups)
 
     def _fit(self, betas, images, groups):
-        from ..devices import seed_everything
+        from ..torchkit import seed_everything
         from ..features import extract_features
 
         seed_everything(self.seed)
@@ -671,7 +671,7 @@ class DeepImageReconstruction(ReconstructionMethod):
                 log.warning("layer %s: every unit is constant over the training images", name)
                 continue
             if self.n_voxels is None:
-                decoder = RidgeDecoder(alphas, self.n_folds, seed=self.seed,
+                decoder = RidgeDecoder(alphas, self.n_folds, device=self.device, seed=self.seed,
                                        n_targets_batch=4096)
             else:
                 decoder = VoxelSelectionRidge(self.n_voxels, alphas if self.alphas else 100.0,

@@ -71,7 +71,7 @@ class LatentReconstruction(ReconstructionMethod):
 
     # -- the networks -----------------------------------------------------------------
     def _device(self):
-        from ..devices import select_device
+        from ..torchkit import select_device
 
         return select_device(self.device)
 
@@ -143,7 +143,7 @@ class LatentReconstruction(ReconstructionMethod):
         self._decoder_net = self._encoder_net = None
 
         self.train_latents_ = self.encode_targets(images)
-        self.decoder_ = RidgeDecoder(self.alphas, self.n_folds, seed=self.seed)
+        self.decoder_ = RidgeDecoder(self.alphas, self.n_folds, device=self.device, seed=self.seed)
         self.decoder_.fit(betas, self.train_latents_, groups=groups)
         return self
 

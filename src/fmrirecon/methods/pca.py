@@ -25,6 +25,8 @@ class PCAReconstruction(ReconstructionMethod):
         Ridge penalties searched per component.
     n_folds : int
         Cross-validation folds for the penalty.
+    device : str
+        Where the ridge solver runs (``"auto"``: a GPU when visible).
     seed : int
     """
 
@@ -40,11 +42,12 @@ class PCAReconstruction(ReconstructionMethod):
         return {**settings, "n_components": max(most, settings.get("n_components", 50))}
 
     def __init__(self, *, n_components: int = 50, alphas=None, n_folds: int = 5,
-                 seed: int = 0, **params):
+                 device: str = "auto", seed: int = 0, **params):
         super().__init__(seed=seed, **params)
         self.n_components = n_components
         self.alphas = DEFAULT_ALPHAS if alphas is None else np.asarray(alphas)
         self.n_folds = n_folds
+        self.device = device
 
     def fit(self, betas, images, groups=None):
         """Fit PCA on the training images and the ridge map from ``betas`` to it."""
@@ -53,7 +56,8 @@ class PCAReconstruction(ReconstructionMethod):
         n_components = min(self.n_components, len(images) - 1, pixels.shape[1])
         self.pca_ = PCA(n_components=n_components, random_state=self.seed).fit(pixels)
         targets = self.pca_.transform(pixels)
-        self.decoder_ = RidgeDecoder(self.alphas, self.n_folds, seed=self.seed)
+        self.decoder_ = RidgeDecoder(self.alphas, self.n_folds, device=getattr(self, "device", "auto"),
+                                     seed=self.seed)
         self.decoder_.fit(betas, targets, groups=groups)
         return self
 

@@ -28,9 +28,6 @@ import hashlib
 import json
 import logging
 import math
-import os
-import random
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +35,8 @@ import pandas as pd
 import torch
 from torch import nn
 
-from ..devices import seed_everything, select_device
+from ..torchkit import (atomic_save, images_to_tensor, load_checkpoint, progress, rng_states,
+                        seed_everything, select_device, set_rng_states)
 from .base import ReconstructionMethod
 
 log = logging.getLogger(__name__)
@@ -226,7 +224,7 @@ class BackboneEncoder(nn.Module):
         """
         from ..decoding import RidgeDecoder
 
-        ridge = RidgeDecoder(alphas=ENCODER_ALPHAS, seed=seed).fit(
+        ridge = RidgeDecoder(alphas=ENCODER_ALPHAS, device=self.bias.device, seed=seed).fit(
             self.features_of(images, batch), z, groups)
         for name, value in (("mean", ridge.x_mean_), ("scale", ridge.x_scale_),
                             ("weight", ridge.coef_), ("bias", ridge.intercept_)):
@@ -270,7 +268,8 @@ def weighted_r2(z, pred, baseline, weights) -> float:
 
 
 def encoder_cv_quality(features: np.ndarray, z: np.ndarray, weights: np.ndarray, groups,
-                       seed: int = 0, n_folds: int = 5, n_boot: int = 1000) -> dict:
+                       seed: int = 0, n_folds: int = 5, n_boot: int = 1000,
+                       device="auto") -> dict:
     """Held-out quality of a ridge read-out of ``features`` (n, F) predicting ``z`` (n, V).
 
     Out-of-fold predictions (folds leave ``groups`` out whole; the penalty is chosen
@@ -289,8 +288,8 @@ def encoder_cv_quality(features: np.ndarray, z: np.ndarray, weights: np.ndarray,
     pred = np.zeros_like(z)
     baseline = np.zeros_like(z)
     for train, test in cv_splits(len(z), min(n_folds, len(np.unique(groups))), groups, seed):
-        ridge = RidgeDecoder(alphas=ENCODER_ALPHAS, seed=seed).fit(features[train], z[train],
-                                                                   groups[train])
+        ridge = RidgeDecoder(alphas=ENCODER_ALPHAS, device=device, seed=seed).fit(
+            features[train], z[train], groups[train])
         pred[test] = ridge.predict(features[test])
         baseline[test] = z[test] - z[train].mean(0)
     w = np.asarray(weights, dtype=np.float64)
@@ -610,7 +609,8 @@ class SelfSupervisedReconstruction(ReconstructionMethod):
                 # held-out quality of this read-out: out-of-fold predictions of every pair
                 feats = self.encoder_.features_of(self._data["x"])
                 self.encoder_quality_ = encoder_cv_quality(feats, z, self.voxel_weights_,
-                                                           cv_groups, self.seed)
+                                                           cv_groups, self.seed,
+                                                           device=self.device_)
             ridge = self.encoder_.fit(self._data["x"][rows], z[rows.numpy()],
                                       None if groups is None else np.asarray(groups)[rows.numpy()],
                                       seed=self.seed)
@@ -678,7 +678,7 @@ class SelfSupervisedReconstruction(ReconstructionMethod):
             candidate = backbone(name)
             reader = BackboneEncoder(candidate, work, channels, z.shape[1]).to(self.device_)
             quality = encoder_cv_quality(reader.features_of(x), z, self.voxel_weights_,
-                                         cv_groups, self.seed)
+                                         cv_groups, self.seed, device=self.device_)
             self.encoder_backbone_scores_[name] = quality
             log.info("selfsup encoder backbone %s: held-out weighted R2 %.4f [%.4f, %.4f]",
                      name, quality["r2"], quality["ci_low"], quality["ci_high"])
@@ -701,7 +701,7 @@ class SelfSupervisedReconstruction(ReconstructionMethod):
 
     def _to_work(self, images) -> torch.Tensor:
         """Images (n, S, S, C) as a tensor (n, C, W, W) at the networks' working side."""
-        x = torch.from_numpy(np.asarray(images, np.float32).transpose(0, 3, 1, 2).copy())
+        x = images_to_tensor(images)
         if x.shape[-1] != self.work_size_:
             from torch.nn import functional as F
 
@@ -771,14 +771,9 @@ class SelfSupervisedReconstruction(ReconstructionMethod):
         ckpt_dir = Path(s["checkpoint_dir"]) if s["checkpoint_dir"] else None
         ckpt_path = ckpt_dir / CHECKPOINT_NAME if ckpt_dir else None
         state = None
-        if ckpt_path is not None and s["resume"] and ckpt_path.exists():
-            state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-            if state["fingerprint"] != self._fingerprint:
-                # a run interrupted before the settings or the data changed: its state
-                # cannot continue this fit, which starts over (and overwrites it)
-                log.warning("selfsup: %s was written for other settings or data; starting over",
-                            ckpt_path)
-                state = None
+        if ckpt_path is not None and s["resume"]:
+            # a checkpoint of other settings or data cannot continue this fit
+            state = load_checkpoint(ckpt_path, self._fingerprint)
         if state is not None:
             self.encoder_.load_state_dict(state["encoder"])
             self.decoder_.load_state_dict(state["decoder"])
@@ -788,10 +783,7 @@ class SelfSupervisedReconstruction(ReconstructionMethod):
             if opt_p is not None:
                 self.pairs_decoder_.load_state_dict(state["pairs_decoder"])
                 opt_p.load_state_dict(state["opt_p"])
-            gen.set_state(state["gen"])
-            torch.set_rng_state(state["torch_rng"])
-            np.random.set_state(state["numpy_rng"])
-            random.setstate(state["python_rng"])
+            set_rng_states(state["rng"], gen)
             history = state["history"]
             start = state["start"]
             best = state.get("encoder_best")
@@ -806,20 +798,16 @@ class SelfSupervisedReconstruction(ReconstructionMethod):
                 "encoder": self.encoder_.state_dict(), "decoder": self.decoder_.state_dict(),
                 "opt_e": None if opt_e is None else opt_e.state_dict(),
                 "opt_d": opt_d.state_dict(),
-                "gen": gen.get_state(), "torch_rng": torch.get_rng_state(),
-                "numpy_rng": np.random.get_state(), "python_rng": random.getstate(),
-                "encoder_best": best,
+                "rng": rng_states(gen), "encoder_best": best,
             }
             if opt_p is not None:
                 state["pairs_decoder"] = self.pairs_decoder_.state_dict()
                 state["opt_p"] = opt_p.state_dict()
-            tmp = ckpt_path.with_suffix(".tmp")
-            torch.save(state, tmp)
-            os.replace(tmp, ckpt_path)  # never leave a half-written checkpoint
+            atomic_save(state, ckpt_path)
             pd.DataFrame(history).to_csv(ckpt_dir / HISTORY_NAME, sep="\t", index=False)
 
-        bar = _progress(s["progress"], encoder_epochs + s["decoder_epochs"],
-                        sum(start.values()))
+        bar = progress(s["progress"], encoder_epochs + s["decoder_epochs"],
+                       sum(start.values()), desc="selfsup")
         # ---- phase 1: encoder on the pairs
         for epoch in range(start["encoder"], encoder_epochs):
             sums = self._encoder_epoch(opt_e, gen)
@@ -1325,7 +1313,7 @@ class SelfSupervisedReconstruction(ReconstructionMethod):
 
         train = extract_features(np.asarray(data.train_images), extractor)
         layers = list(train)
-        decoder = RidgeDecoder(seed=self.seed).fit(
+        decoder = RidgeDecoder(device=self.device_, seed=self.seed).fit(
             data.train_betas, np.concatenate([train[layer] for layer in layers], axis=1))
         predicted = decoder.predict(data.test_betas)
         edges = np.cumsum([train[layer].shape[1] for layer in layers])[:-1]
@@ -1364,23 +1352,3 @@ class SelfSupervisedReconstruction(ReconstructionMethod):
             for key in ("encoder_", "decoder_", "pairs_decoder_"):
                 if getattr(self, key, None) is not None:
                     getattr(self, key).to(self.device_).eval()
-
-
-class _NoBar:
-    def update(self, n=1):
-        pass
-
-    def set_postfix_str(self, s):
-        pass
-
-    def close(self):
-        pass
-
-
-def _progress(enabled: bool, total: int, initial: int):
-    if not enabled:
-        return _NoBar()
-    from tqdm import tqdm
-
-    return tqdm(total=total, initial=initial, desc="selfsup", unit="epoch", file=sys.stderr,
-                dynamic_ncols=True)
