@@ -173,7 +173,8 @@ def method_settings(method):
 
 
 # Files a method implementation needs beyond the betas (a trained generator, feature
-# network weights), registered by the .smk file that makes them:
+# network weights), as the methods declare them (ReconstructionMethod.input_files,
+# registered in generator.smk):
 # METHOD_FILES[implementation] is a list of functions settings -> {parameter: path}.
 # The files become inputs of decode and reconstruct and reach the method as the
 # parameters of the same name, so a method's extra stage touches no other method.
@@ -202,7 +203,7 @@ def method_parameters(wildcards):
 
 def excluded_stimuli(network):
     """The study's stimuli folder when train_network.exclude_stimuli keeps its images out."""
-    from fmrirecon.features import network_training
+    from fmrirecon.methods import network_training
 
     if not network_training(config["methods"], network).get("exclude_stimuli"):
         return []

@@ -9,15 +9,9 @@
 # share one checkpoint. Otherwise those keys are a checkpoint path, a torchvision
 # weights name, or null (seeded random initialisation); the report says which.
 
-from fmrirecon.features import network_training, trained_network_file
+from fmrirecon.methods import network_training
 
 FEATURES = OUT / "features"
-
-
-METHOD_FILES.setdefault("dir", []).append(lambda settings: trained_network_file(settings, FEATURES))
-METHOD_FILES.setdefault("selfsup", []).append(
-    lambda settings: trained_network_file(settings, FEATURES, "selfsup")
-)
 
 
 rule train_feature_network:

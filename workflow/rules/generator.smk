@@ -43,13 +43,16 @@ rule train_generator:
         "../scripts/train_generator.py"
 
 
-# The latent method draws with this generator; a dir method uses it as its image prior.
-METHOD_FILES.setdefault("latent", []).append(lambda settings: {"generator": GENERATOR})
-METHOD_FILES.setdefault("dir", []).append(
-    lambda settings: {"generator": GENERATOR}
-    if settings.get("prior") == "generator" or settings.get("compare_priors")
-    else {}
-)
+# The files each method needs (a trained network, this generator, a procedural image
+# set): the methods declare them (ReconstructionMethod.input_files), at these places.
+METHOD_LOCATIONS = {"features": FEATURES, "generator": GENERATOR,
+                    "unpaired_sets": UNPAIRED_SETS, "unpaired_root": UNPAIRED}
+for _implementation in IMPLEMENTATIONS:
+    METHOD_FILES.setdefault(_implementation, []).append(
+        lambda settings, implementation=_implementation: get_method(implementation).input_files(
+            settings, METHOD_LOCATIONS
+        )
+    )
 
 # When a configured method draws with the trained generator, its training curves go into
 # the report.

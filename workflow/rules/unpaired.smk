@@ -2,17 +2,11 @@
 # written once and read by any method setting or generator.train_folder that names
 # them as unpaired:<name> (fmrirecon.procedural.resolve_folder).
 
-from fmrirecon.methods import METHODS as _IMPLEMENTATIONS
-from fmrirecon.procedural import procedural_settings, resolve_folder
+from fmrirecon.methods import METHODS as IMPLEMENTATIONS, get_method
+from fmrirecon.procedural import resolve_folder
 
 UNPAIRED = RESULTS / "unpaired"
 UNPAIRED_SETS = config["unpaired"]["images"]
-
-# Any implementation may read a procedural set in any of its folder settings.
-for _implementation in _IMPLEMENTATIONS:
-    METHOD_FILES.setdefault(_implementation, []).append(
-        lambda settings: procedural_settings(settings, UNPAIRED_SETS, UNPAIRED)
-    )
 
 
 rule procedural_images:

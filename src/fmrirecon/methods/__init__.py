@@ -56,5 +56,43 @@ def check_method(name: str, settings: dict | None) -> type[ReconstructionMethod]
     return cls
 
 
+def input_files(name: str, settings: dict | None, locations: dict) -> dict:
+    """Files the config entry ``methods.<name>`` needs beyond the betas, ``{parameter:
+    path}`` (see :meth:`ReconstructionMethod.input_files`)."""
+    settings = settings or {}
+    return get_method(implementation(name, settings)).input_files(settings, locations)
+
+
+def network_training(methods: dict, network: str) -> dict:
+    """The ``train_network`` settings of the config entries that train ``network``.
+
+    Every entry whose method trains a network (:meth:`ReconstructionMethod.trained_network`:
+    a ``dir`` entry's ``network``, a ``selfsup`` entry's ``perceptual_network``) shares
+    one checkpoint per network, so they must agree on its training settings.
+
+    Parameters
+    ----------
+    methods : dict
+        The config's ``methods`` section.
+    network : str
+        Network name (``smallconv``).
+    """
+    found = {}
+    for name, settings in methods.items():
+        settings = settings or {}
+        trained = get_method(implementation(name, settings)).trained_network(settings)
+        if trained and trained[0] == network:
+            found[name] = trained[1]
+    if not found:
+        raise ValueError(f"config['methods']: no method trains network {network!r}")
+    first = next(iter(found))
+    differ = [name for name, training in found.items() if training != found[first]]
+    if differ:
+        raise ValueError(f"config['methods']: {first} and {', '.join(differ)} train network "
+                         f"{network!r} with different train_network settings; they share one "
+                         f"checkpoint, so give them the same settings")
+    return found[first]
+
+
 __all__ = ["METHODS", "EvaluationData", "ReconstructionMethod", "SettingsError", "check_method",
-           "get_method", "implementation"]
+           "get_method", "implementation", "input_files", "network_training"]

@@ -126,6 +126,27 @@ class ReconstructionMethod(abc.ABC):
         return self.reconstruct(betas) if not overrides else None
 
     @classmethod
+    def input_files(cls, settings: dict, locations: dict) -> dict:
+        """Files a config entry with ``settings`` needs beyond the betas, ``{parameter: path}``.
+
+        The workflow makes them inputs of its jobs and passes them as the parameters of
+        the same name, so each method says what it needs and no rule knows a method.
+        ``locations`` holds the workflow's places: ``features`` (folder of locally
+        trained networks), ``generator`` (the generator file), ``unpaired_sets`` and
+        ``unpaired_root`` (the config's procedural image sets and their folder). By
+        default, settings naming a procedural set (``unpaired:<name>``).
+        """
+        from ..procedural import procedural_settings
+
+        return procedural_settings(settings, locations["unpaired_sets"], locations["unpaired_root"])
+
+    @classmethod
+    def trained_network(cls, settings: dict) -> tuple[str, dict] | None:
+        """``(network, train_network settings)`` of a network the workflow trains for
+        this entry (the rule ``train_feature_network``), or None."""
+        return None
+
+    @classmethod
     def check_settings(cls, settings: dict | None, where: str | None = None) -> None:
         """Raise :class:`SettingsError` naming the first unknown key of ``settings``.
 

@@ -495,6 +495,25 @@ class DeepImageReconstruction(ReconstructionMethod):
     #: ``train_network`` is read by the workflow (its checkpoint arrives as ``weights``).
     WORKFLOW_KEYS = ("method", "train_network")
 
+    @classmethod
+    def trained_network(cls, settings):
+        """The decoded network, when ``train_network`` trains it here."""
+        if not settings.get("train_network"):
+            return None
+        return settings.get("network", "smallconv"), settings["train_network"]
+
+    @classmethod
+    def input_files(cls, settings, locations):
+        """The locally trained network as ``weights``; the generator of the generator
+        prior (also for ``compare_priors``)."""
+        files = super().input_files(settings, locations)
+        trained = cls.trained_network(settings)
+        if trained:
+            files["weights"] = Path(locations["features"]) / f"{trained[0]}_weights.pt"
+        if settings.get("prior") == "generator" or settings.get("compare_priors"):
+            files["generator"] = locations["generator"]
+        return files
+
     #: Settings of the inversion only: candidates differing in them share the decoders.
     INVERSION_SETTINGS = ("iterations", "lr", "latent_lr", "layer_weights", "tv_weight", "jitter",
                           "latent_weight", "init", "latent_init", "prior", "threads", "device")

@@ -48,6 +48,11 @@ class LatentReconstruction(ReconstructionMethod):
                       "feature_weight", "adv_weight", "flip", "checkpoint_every", "train_folder")
 
     @classmethod
+    def input_files(cls, settings, locations):
+        """The generator it draws with."""
+        return {**super().input_files(settings, locations), "generator": locations["generator"]}
+
+    @classmethod
     def check_settings(cls, settings, where=None):
         """As :meth:`ReconstructionMethod.check_settings`; generator training keys are
         named as such (they moved to the config's ``generator`` section)."""

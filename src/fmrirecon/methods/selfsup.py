@@ -720,6 +720,23 @@ class SelfSupervisedReconstruction(ReconstructionMethod):
         return x.transpose(0, 2, 3, 1)
 
     @classmethod
+    def trained_network(cls, settings):
+        """The perceptual network, when ``train_network`` trains it here."""
+        if not settings.get("train_network"):
+            return None
+        return settings.get("perceptual_network", DEFAULTS["perceptual_network"]), \
+            settings["train_network"]
+
+    @classmethod
+    def input_files(cls, settings, locations):
+        """The locally trained perceptual network as ``perceptual_weights``."""
+        files = super().input_files(settings, locations)
+        trained = cls.trained_network(settings)
+        if trained:
+            files["perceptual_weights"] = Path(locations["features"]) / f"{trained[0]}_weights.pt"
+        return files
+
+    @classmethod
     def ablation(cls, settings):
         """The decoder trained on the pairs only (``cycles: false``)."""
         return {"cycles": False} if settings.get("cycles", DEFAULTS["cycles"]) else None
