@@ -112,11 +112,8 @@ def fit_method(betas_path, trials_path, voxels_path, stimuli_dir, method: str,
 
 
 def reconstruct(model_path, betas_path, trials_path, voxels_path, stimuli_dir, split: str,
-                images: dict, evaluation: dict, seed: int, out_npz, out_png, out_extra) -> None:
-    """Reconstruct the repetition-averaged betas of ``split``; save images, grid and the
-    method's own metrics (:meth:`ReconstructionMethod.extra_metrics`, plus the
-    ``val_*`` entries of :func:`fmrirecon.validation.validation_metrics`)."""
-    from .validation import validation_metrics
+                images: dict, seed: int, out_npz, out_png) -> None:
+    """Reconstruct the repetition-averaged betas of ``split``; save images and grid."""
     betas = read_betas(betas_path, trials_path)
     data = betas.select(split)
     if len(data.trials) == 0:
@@ -131,16 +128,36 @@ def reconstruct(model_path, betas_path, trials_path, voxels_path, stimuli_dir, s
                         stim_file=stim_files, decoded=np.asarray(decoded, dtype=np.float32))
     save_grid(out_png, [true, recon], scale=max(1, 96 // images["size"]))
 
+
+def method_metrics(model_path, recon_npz, betas_path, trials_path, voxels_path, stimuli_dir,
+                   split: str, images: dict, evaluation: dict, seed: int, out_extra) -> None:
+    """The method's own metrics of one reconstruction file
+    (:meth:`ReconstructionMethod.extra_metrics`, given the reconstructions so that none
+    is drawn twice), plus the ``val_*`` entries of
+    :func:`fmrirecon.validation.validation_metrics`.
+
+    A job of its own (rule ``method_metrics``): some metrics fit models (e.g. dir's
+    family generalisation), a cost the DAG and the benchmark files then show.
+    """
+    from .validation import validation_metrics
+
+    betas = read_betas(betas_path, trials_path)
+    model = ReconstructionMethod.load(model_path)
+    columns = voxel_columns(betas, voxels_path)
+    averaged, stim_files = betas.select(split).average_repeats()
+    saved = np.load(recon_npz)
+    if list(saved["stim_file"]) != list(stim_files):
+        raise ValueError(f"{recon_npz}: its stim_file differ from the {split} trials of {trials_path}")
     train = betas.select("train")
     extra = model.extra_metrics(EvaluationData(
         split=split, train_betas=train.betas[:, columns],
         train_images=load_stimuli(stimuli_dir, train.trials["stim_file"], images["size"],
                                   images["channels"]),
         train_stim_files=train.trials["stim_file"].to_numpy(dtype=str),
-        test_betas=averaged[:, columns], test_images=true, test_stim_files=stim_files,
+        test_betas=averaged[:, columns], test_images=saved["true"], test_stim_files=stim_files,
         stimuli=read_stimuli_table(stimuli_dir),
         noise_ceiling=None if betas.noise_ceiling is None else betas.noise_ceiling[columns],
-        seed=seed, n_boot=evaluation["n_boot"],
+        seed=seed, n_boot=evaluation["n_boot"], recon=saved["images"],
     ))
     # how validation on held-out training pairs chose the model (val_* entries)
     extra.update(validation_metrics(getattr(model, "validation_", None), evaluation["n_boot"], seed))

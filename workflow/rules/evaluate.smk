@@ -4,7 +4,7 @@
 rule evaluate:
     input:
         recon=rules.reconstruct.output.recon,
-        extra=rules.reconstruct.output.extra,
+        extra=rules.method_metrics.output.extra,
     output:
         metrics=OUT / "sub-{subject}" / "eval" / "sub-{subject}_desc-{method}{split}_metrics.tsv",
         summary=OUT / "sub-{subject}" / "eval" / "sub-{subject}_desc-{method}{split}_summary.json",

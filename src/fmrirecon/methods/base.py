@@ -33,6 +33,9 @@ class EvaluationData:
     noise_ceiling: np.ndarray | None
     seed: int = 0
     n_boot: int = 2000
+    #: The method's reconstructions of ``test_betas`` when already drawn (the
+    #: workflow's recon file): metrics use them instead of drawing again.
+    recon: np.ndarray | None = None
 
 
 class SettingsError(ValueError):

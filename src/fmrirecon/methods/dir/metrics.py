@@ -48,7 +48,7 @@ def extra_metrics(model, data):
         for kind, chance in (("pattern", 0.0), ("ident2", 0.5)):
             add(f"feat{kind}_{layer}", score[kind], chance)
     if len(data.test_betas) > 1:
-        recon = model.reconstruct(data.test_betas)
+        recon = data.recon if data.recon is not None else model.reconstruct(data.test_betas)
         by_layer = model.feature_identification(recon, np.asarray(data.test_images, np.float32))
         for layer, values in by_layer.items():
             add(f"reconfeat_ident2_{layer}", values, 0.5)
@@ -129,7 +129,8 @@ def generalisation_metrics(model, data) -> dict:
     rng = np.random.default_rng([data.seed, 17])
     out = {}
     for name, fitted in models.items():
-        recon = fitted.reconstruct(betas)
+        # this model's own reconstructions were drawn already (the recon file)
+        recon = data.recon if fitted is model and data.recon is not None else fitted.reconstruct(betas)
         for family in targets:
             sel = test_fam == family
             if sel.sum() < 2:

@@ -122,7 +122,8 @@ def feature_identification_metrics(model, data, n_way=(2, 5, 10, 50),
     """``featnway<n>`` of :meth:`extra_metrics`: n-way identification by deep features."""
     from ...evaluation import identification_nway, summarise
 
-    sim = model.feature_similarity(model.reconstruct(data.test_betas), data)
+    recon = data.recon if data.recon is not None else model.reconstruct(data.test_betas)
+    sim = model.feature_similarity(recon, data)
     out = {}
     for n in n_way:
         if n <= len(sim):
@@ -192,7 +193,7 @@ def semantic_metrics(model, data) -> dict:
     if not known.all():
         log.warning("selfsup: %d test items of classes without prototypes left out",
                     (~known).sum())
-    recon = model.reconstruct(data.test_betas)[known]
+    recon = (data.recon if data.recon is not None else model.reconstruct(data.test_betas))[known]
     labels = test_labels.to_numpy()[known]
     unseen = unseen_mask(labels, train_labels.to_numpy())
     log.info("selfsup: %d of %d test items of classes without training images",
