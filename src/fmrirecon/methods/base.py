@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import abc
-import difflib
 import inspect
 import pickle
 from dataclasses import dataclass
@@ -12,6 +11,8 @@ from typing import ClassVar
 
 import numpy as np
 import pandas as pd
+
+from .settings import SettingsError, unknown_key_message, validation_settings
 
 
 @dataclass
@@ -36,17 +37,6 @@ class EvaluationData:
     #: The method's reconstructions of ``test_betas`` when already drawn (the
     #: workflow's recon file): metrics use them instead of drawing again.
     recon: np.ndarray | None = None
-
-
-class SettingsError(ValueError):
-    """A method setting that does not exist or has a bad value."""
-
-
-def unknown_key_message(where: str, key: str, known) -> str:
-    """One line naming an unknown ``key`` of ``where`` and its closest known key."""
-    close = difflib.get_close_matches(str(key), [str(k) for k in known], n=1, cutoff=0.6)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    return f"{where}: unknown key {key!r}{hint}; known: {', '.join(sorted(known))}"
 
 
 class ReconstructionMethod(abc.ABC):
@@ -156,8 +146,6 @@ class ReconstructionMethod(abc.ABC):
         ``where`` names the config section in the message (default ``methods.<name>``).
         The workflow calls this for every ``methods`` entry before any job runs.
         """
-        from ..validation import validation_settings
-
         where = where or f"methods.{cls.name}"
         known = cls.setting_defaults()
         for key, value in (settings or {}).items():
