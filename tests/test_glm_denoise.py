@@ -109,7 +109,7 @@ def test_noise_pool_stays_non_responsive_when_most_voxels_respond():
 
 
 def test_ridge_fractions_are_scored_against_held_out_unregularised_betas():
-    from fmrirecon.glm_denoise import _CrossValidation
+    from fmrirecon.denoise_algebra import _CrossValidation
 
     xval = _CrossValidation(["a", "a", "b", "b"], [0, 1, 0, 1])
     ridge = np.array([[1.0], [1.0], [-1.0], [-1.0]])
