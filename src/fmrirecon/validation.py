@@ -191,12 +191,48 @@ def fit_validated(cls, settings: dict, seed: int, betas, images, groups=None, **
     entries = [{"overrides": c, "role": "candidate"} for c in candidates(search)]
     if ablation is not None:
         entries.append({"overrides": ablation, "role": "ablation"})
-    baseline = None
     if options["baseline"] == "pca" and cls is not PCAReconstruction:
-        baseline = {"overrides": {}, "role": "baseline pca"}
-    scored = entries + ([baseline] if baseline else [])
-    recons = {id(e): [] for e in scored}
+        entries.append({"overrides": {}, "role": "baseline pca"})
+    val_images, notes_fit = _score(cls, settings, search, entries, folds, unit, seed, betas, images,
+                                   groups, fit_kwargs)
+    chosen, notes = _choose(entries, options["metric"])
+    for note in notes:
+        log.warning("%s: %s", cls.name, note)
+
+    if chosen["role"] == "baseline pca":
+        model = PCAReconstruction(seed=seed).fit(betas, images, groups=groups)
+    else:
+        model = cls(seed=seed, **{**settings, **chosen["overrides"]}).fit(
+            betas, images, groups=groups, **fit_kwargs)
+    model.validation_ = {
+        "enabled": True, "metric": options["metric"], "held_out": unit, "folds": len(folds),
+        "n_fit_pairs": [int(len(fit)) for fit, _ in folds],
+        "n_validation_images": int(len(val_images)),
+        "search": {k: list(v) for k, v in search.items()},
+        "entries": [{"settings": e["overrides"], "role": e["role"], **e["scores"],
+                     "pixcorr_per_image": [float(x) for x in e["per_image"]["pixcorr"]]}
+                    for e in entries],
+        "chosen": {"role": chosen["role"], "settings": chosen["overrides"]},
+        "fallback": None if chosen["role"] == "candidate" else chosen["role"],
+        "notes": notes + list(getattr(model, "guards_", [])),
+        "validation_fit_notes": notes_fit,
+    }
+    log.info("validation of %s chose %s (%s)", cls.name, _label(chosen["overrides"]), chosen["role"])
+    return model
+
+
+def _score(cls, settings, search, entries, folds, unit, seed, betas, images, groups, fit_kwargs):
+    """Fit on each fold's fitting part, reconstruct its held-out images with every entry,
+    and score each entry on all held-out images pooled (``entry["scores"]``).
+
+    Returns the held-out images (pooled) and the guards that acted in the validation fits.
+    """
+    from .methods.pca import PCAReconstruction
+
+    recons = {id(e): [] for e in entries}
     truth, notes_fit = [], []
+    base_settings = cls.validation_fit_settings(settings, search)
+    defaults = cls.setting_defaults()
     for f, (fit_idx, held_idx) in enumerate(folds):
         val_betas, val_images = average_by_image(betas[held_idx], images[held_idx])
         fit_groups = None if groups is None else np.asarray(groups)[fit_idx]
@@ -207,11 +243,14 @@ def fit_validated(cls, settings: dict, seed: int, betas, images, groups=None, **
                     **_part_fit_kwargs(fit_kwargs, val_betas))
         # One fit on the fitting part serves every candidate the method can draw without
         # a refit (e.g. other inversion settings, the ablation decoder trained beside it).
-        base_settings = cls.validation_fit_settings(settings, search)
         base = cls(seed=seed, **_part_settings(base_settings, f"validation-{f}")).fit(**part)
         notes_fit += [n for n in getattr(base, "guards_", []) if n not in notes_fit]
-        defaults = cls.setting_defaults()
         for i, entry in enumerate(entries):
+            if entry["role"] == "baseline pca":
+                pca = PCAReconstruction(seed=seed).fit(betas[fit_idx], images[fit_idx],
+                                                       groups=fit_groups)
+                recons[id(entry)].append(pca.reconstruct(val_betas))
+                continue
             # overrides the base fit already has are no change to it
             changed = {k: v for k, v in entry["overrides"].items()
                        if base_settings.get(k, defaults.get(k)) != v}
@@ -221,59 +260,38 @@ def fit_validated(cls, settings: dict, seed: int, betas, images, groups=None, **
                                                         f"validation-{f}-{i}")).fit(**part)
                 recon = model.reconstruct(val_betas)
             recons[id(entry)].append(recon)
-        if baseline is not None:
-            pca = PCAReconstruction(seed=seed).fit(betas[fit_idx], images[fit_idx], groups=fit_groups)
-            recons[id(baseline)].append(pca.reconstruct(val_betas))
         truth.append(val_images)
     val_images = np.concatenate(truth)
-    for entry in scored:
+    for entry in entries:
         # pooled over folds: 2-way identification among every held-out image
         entry["per_image"] = scores(np.concatenate(recons[id(entry)]), val_images)
         entry["scores"] = _summary(entry["per_image"])
         log.info("validation of %s: %s (%s): pixcorr %.3f, ident2 %.3f", cls.name,
                  _label(entry["overrides"]), entry["role"], entry["scores"]["pixcorr"],
                  entry["scores"]["ident2"])
-    metric = options["metric"]
-    pool = [e for e in entries if e["role"] == "candidate"]
-    best = max(pool, key=lambda e: (np.nan_to_num(e["scores"][metric], nan=-np.inf),
-                                    np.nan_to_num(e["scores"]["pixcorr"], nan=-np.inf)))
-    chosen, notes = best, []
-    if ablation is not None:
-        abl = entries[-1]
-        if not abl["scores"][metric] < best["scores"][metric]:
-            chosen = abl
-            notes.append(f"the ablation ({_label(ablation)}) scored {abl['scores'][metric]:.3f} "
-                         f">= {best['scores'][metric]:.3f} for the full model on the validation "
-                         f"pairs: the ablation is used")
-    if baseline is not None and baseline["scores"][metric] > chosen["scores"][metric]:
-        notes.append(f"the pca baseline scored {baseline['scores'][metric]:.3f} > "
-                     f"{chosen['scores'][metric]:.3f} on the validation pairs: this entry "
-                     f"fits and draws with the pca baseline")
-        chosen = baseline
-    for note in notes:
-        log.warning("%s: %s", cls.name, note)
+    return val_images, notes_fit
 
-    final_settings = {**settings, **chosen["overrides"]}
-    if chosen is baseline:
-        model = PCAReconstruction(seed=seed).fit(betas, images, groups=groups)
-    else:
-        model = cls(seed=seed, **final_settings).fit(betas, images, groups=groups, **fit_kwargs)
-    record_entries = scored
-    model.validation_ = {
-        "enabled": True, "metric": metric, "held_out": unit, "folds": len(folds),
-        "n_fit_pairs": [int(len(fit)) for fit, _ in folds],
-        "n_validation_images": int(len(val_images)),
-        "search": {k: list(v) for k, v in search.items()},
-        "entries": [{"settings": e["overrides"], "role": e["role"], **e["scores"],
-                     "pixcorr_per_image": [float(x) for x in e["per_image"]["pixcorr"]]}
-                    for e in record_entries],
-        "chosen": {"role": chosen["role"], "settings": chosen["overrides"]},
-        "fallback": None if chosen["role"] == "candidate" else chosen["role"],
-        "notes": notes + list(getattr(model, "guards_", [])),
-        "validation_fit_notes": notes_fit,
-    }
-    log.info("validation of %s chose %s (%s)", cls.name, _label(chosen["overrides"]), chosen["role"])
-    return model
+
+def _choose(entries: list[dict], metric: str) -> tuple[dict, list[str]]:
+    """The best candidate, unless its own ablation or the pca baseline scores as well or
+    better (then that one); and, in words, which guard acted."""
+    best = max((e for e in entries if e["role"] == "candidate"),
+               key=lambda e: (np.nan_to_num(e["scores"][metric], nan=-np.inf),
+                              np.nan_to_num(e["scores"]["pixcorr"], nan=-np.inf)))
+    chosen, notes = best, []
+    for ablation in (e for e in entries if e["role"] == "ablation"):
+        if not ablation["scores"][metric] < best["scores"][metric]:
+            chosen = ablation
+            notes.append(f"the ablation ({_label(ablation['overrides'])}) scored "
+                         f"{ablation['scores'][metric]:.3f} >= {best['scores'][metric]:.3f} for the "
+                         f"full model on the validation pairs: the ablation is used")
+    for baseline in (e for e in entries if e["role"] == "baseline pca"):
+        if baseline["scores"][metric] > chosen["scores"][metric]:
+            notes.append(f"the pca baseline scored {baseline['scores'][metric]:.3f} > "
+                         f"{chosen['scores'][metric]:.3f} on the validation pairs: this entry "
+                         f"fits and draws with the pca baseline")
+            chosen = baseline
+    return chosen, notes
 
 
 def _part_fit_kwargs(fit_kwargs: dict, held_out_betas: np.ndarray) -> dict:
