@@ -175,8 +175,7 @@ class SelfSupervisedReconstruction(Training, ReconstructionMethod):
         if noise != "residual" and not (isinstance(noise, (int, float)) and noise >= 0):
             raise ValueError(f"methods.selfsup.cycle_noise: a number >= 0 or 'residual', "
                              f"got {noise!r}")
-        n, size, _, channels = images.shape
-        n_vox = betas.shape[1]
+        size = images.shape[1]
         self.image_shape_ = images.shape[1:]
         # The networks work at a side divisible by 4 (two stride-2 stages); images of
         # another side (e.g. 10 x 10 patches) are resized in and out.
@@ -190,48 +189,15 @@ class SelfSupervisedReconstruction(Training, ReconstructionMethod):
         self.beta_mean_ = betas.mean(0)
         self.beta_sd_ = np.where(betas.std(0) > 1e-8, betas.std(0), 1.0).astype(np.float32)
         z = self._standardise(betas)
-        if voxel_weights is None:
-            voxel_weights = snr_weights(betas, images)
-        voxel_weights = np.asarray(voxel_weights, dtype=np.float32)
-        if voxel_weights.shape != (n_vox,) or not np.all(np.isfinite(voxel_weights)) \
-                or (voxel_weights < 0).any() or voxel_weights.sum() <= 0:
-            raise ValueError(f"selfsup: voxel_weights must be {n_vox} finite values >= 0, "
-                             f"not all 0")
-        self.voxel_weights_ = voxel_weights / voxel_weights.mean()
-
-        use_cycles = s["cycles"]
-        z_unpaired = None
+        self.voxel_weights_ = self._voxel_weights(betas, images, voxel_weights)
         if unpaired_betas is not None and len(unpaired_betas) == 0:
             unpaired_betas = None
-        if unpaired_betas is not None and use_cycles:
-            unpaired_betas = np.asarray(unpaired_betas, dtype=np.float32)
-            if unpaired_betas.ndim != 2 or unpaired_betas.shape[1] != n_vox:
-                raise ValueError(f"selfsup: unpaired_betas {unpaired_betas.shape} must have "
-                                 f"{n_vox} voxels")
-            z_unpaired = self._standardise(unpaired_betas)
-        if unpaired_images is None and s["unpaired_folder"] and use_cycles:
-            unpaired_images = load_unpaired_images(s["unpaired_folder"], size, channels,
-                                                   s["unpaired_max"], self.seed, unpaired_exclude)
-        if unpaired_images is not None:
-            unpaired_images = np.asarray(unpaired_images, dtype=np.float32)
-            if unpaired_images.shape[1:] != images.shape[1:]:
-                raise ValueError(f"selfsup: unpaired images {unpaired_images.shape[1:]} differ "
-                                 f"from the paired {images.shape[1:]}")
-        if use_cycles and s["decoder_epochs"] and unpaired_images is None and z_unpaired is None:
-            log.warning("selfsup: cycles on but no unpaired images or betas; pairs only")
+        z_unpaired, unpaired_betas, unpaired_images = self._unpaired_data(
+            unpaired_betas, unpaired_images, unpaired_exclude, images)
 
-        work = self.work_size_
         x = self._to_work(images)
         cv_groups = _cv_groups(images, groups)
-        self.encoder_quality_ = None
-        backbone = self._encoder_backbone(x, z, cv_groups)
-        self.encoder_ = build_encoder(work, channels, n_vox, s["width"], backbone).to(self.device_)
-        self.decoder_ = build_decoder(work, channels, n_vox, s["width"]).to(self.device_)
-        # The pairs-only decoder starts from the cycle decoder's exact weights.
-        self.pairs_decoder_ = None
-        if s["ablation"] and s["cycles"]:
-            self.pairs_decoder_ = build_decoder(work, channels, n_vox, s["width"]).to(self.device_)
-            self.pairs_decoder_.load_state_dict(self.decoder_.state_dict())
+        self._build_networks(x, z, cv_groups)
         self._data = {
             "x": x,
             "z": torch.from_numpy(z),
@@ -242,19 +208,7 @@ class SelfSupervisedReconstruction(Training, ReconstructionMethod):
         self._data["enc_train"], self._data["enc_val"] = self._encoder_split(images)
         self._data["ids"] = _cv_groups(images)
         if isinstance(self.encoder_, BackboneEncoder):
-            rows = self._data["enc_train"]
-            if self.encoder_quality_ is None:
-                # held-out quality of this read-out: out-of-fold predictions of every pair
-                feats = self.encoder_.features_of(self._data["x"])
-                self.encoder_quality_ = encoder_cv_quality(feats, z, self.voxel_weights_,
-                                                           cv_groups, self.seed,
-                                                           device=self.device_)
-            ridge = self.encoder_.fit(self._data["x"][rows], z[rows.numpy()],
-                                      None if groups is None else np.asarray(groups)[rows.numpy()],
-                                      seed=self.seed)
-            log.info("selfsup encoder read-out: ridge, median cross-validated R2 %.3f, "
-                     "median penalty %.3g", float(np.median(ridge.cv_scores_)),
-                     float(np.median(ridge.best_alphas_)))
+            self._fit_readout(z, groups, cv_groups)
         self._fingerprint = _fingerprint(betas, images, unpaired_betas, unpaired_images,
                                          self.voxel_weights_) + json.dumps(
             {"seed": self.seed, **{k: v for k, v in s.items() if k not in (
@@ -263,6 +217,72 @@ class SelfSupervisedReconstruction(Training, ReconstructionMethod):
         self._train()
         del self._data
         return self
+
+    def _voxel_weights(self, betas, images, voxel_weights) -> np.ndarray:
+        """The voxel loss weights (default :func:`snr_weights`), checked, mean 1."""
+        n_vox = betas.shape[1]
+        if voxel_weights is None:
+            voxel_weights = snr_weights(betas, images)
+        voxel_weights = np.asarray(voxel_weights, dtype=np.float32)
+        if voxel_weights.shape != (n_vox,) or not np.all(np.isfinite(voxel_weights)) \
+                or (voxel_weights < 0).any() or voxel_weights.sum() <= 0:
+            raise ValueError(f"selfsup: voxel_weights must be {n_vox} finite values >= 0, "
+                             f"not all 0")
+        return voxel_weights / voxel_weights.mean()
+
+    def _unpaired_data(self, unpaired_betas, unpaired_images, unpaired_exclude, images):
+        """The cycles' data: standardised unpaired betas, and unpaired images (given, or
+        from ``unpaired_folder``); checked against the pairs. None when unused."""
+        s = self.settings
+        n_vox = len(self.beta_mean_)
+        _, size, _, channels = images.shape
+        z_unpaired = None
+        if unpaired_betas is not None and s["cycles"]:
+            unpaired_betas = np.asarray(unpaired_betas, dtype=np.float32)
+            if unpaired_betas.ndim != 2 or unpaired_betas.shape[1] != n_vox:
+                raise ValueError(f"selfsup: unpaired_betas {unpaired_betas.shape} must have "
+                                 f"{n_vox} voxels")
+            z_unpaired = self._standardise(unpaired_betas)
+        if unpaired_images is None and s["unpaired_folder"] and s["cycles"]:
+            unpaired_images = load_unpaired_images(s["unpaired_folder"], size, channels,
+                                                   s["unpaired_max"], self.seed, unpaired_exclude)
+        if unpaired_images is not None:
+            unpaired_images = np.asarray(unpaired_images, dtype=np.float32)
+            if unpaired_images.shape[1:] != images.shape[1:]:
+                raise ValueError(f"selfsup: unpaired images {unpaired_images.shape[1:]} differ "
+                                 f"from the paired {images.shape[1:]}")
+        if s["cycles"] and s["decoder_epochs"] and unpaired_images is None and z_unpaired is None:
+            log.warning("selfsup: cycles on but no unpaired images or betas; pairs only")
+        return z_unpaired, unpaired_betas, unpaired_images
+
+    def _build_networks(self, x, z, cv_groups) -> None:
+        """The encoder (on its backbone, if any), the decoder and, for the ablation, the
+        pairs-only decoder from the decoder's exact initial weights."""
+        s = self.settings
+        work, channels, n_vox = self.work_size_, x.shape[1], z.shape[1]
+        self.encoder_quality_ = None
+        backbone = self._encoder_backbone(x, z, cv_groups)
+        self.encoder_ = build_encoder(work, channels, n_vox, s["width"], backbone).to(self.device_)
+        self.decoder_ = build_decoder(work, channels, n_vox, s["width"]).to(self.device_)
+        self.pairs_decoder_ = None
+        if s["ablation"] and s["cycles"]:
+            self.pairs_decoder_ = build_decoder(work, channels, n_vox, s["width"]).to(self.device_)
+            self.pairs_decoder_.load_state_dict(self.decoder_.state_dict())
+
+    def _fit_readout(self, z, groups, cv_groups) -> None:
+        """A backbone encoder's ridge read-out on the encoder's pairs, and (unless the
+        backbone choice measured it already) its out-of-fold quality on every pair."""
+        rows = self._data["enc_train"]
+        if self.encoder_quality_ is None:
+            feats = self.encoder_.features_of(self._data["x"])
+            self.encoder_quality_ = encoder_cv_quality(feats, z, self.voxel_weights_, cv_groups,
+                                                       self.seed, device=self.device_)
+        ridge = self.encoder_.fit(self._data["x"][rows], z[rows.numpy()],
+                                  None if groups is None else np.asarray(groups)[rows.numpy()],
+                                  seed=self.seed)
+        log.info("selfsup encoder read-out: ridge, median cross-validated R2 %.3f, "
+                 "median penalty %.3g", float(np.median(ridge.cv_scores_)),
+                 float(np.median(ridge.best_alphas_)))
 
     def _encoder_split(self, images):
         """Pairs the encoder trains on and those held out to pick its epoch.
