@@ -415,3 +415,30 @@ def test_images_of_a_side_not_divisible_by_4_are_resized_in_and_out(data):
     assert model.work_size_ == 12
     assert model.reconstruct(betas[50:]).shape == (10, 10, 10, 1)
     assert model.predict_betas(images[50:]).shape == (10, 20)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("truth", ["pixel", "gabor"])
+def test_auto_backbone_is_the_feature_model_the_voxels_follow(truth):
+    """Voxels driven by pixels, or by Gabor energy (early visual cortex), get the encoder
+    backbone of their kind by held-out R2, not the untrained network's layers."""
+    from fmrirecon.methods.backbones import GaborBackbone
+
+    images = smooth_images(240, size=16, seed=4)
+    rng = np.random.default_rng(2)
+    if truth == "pixel":
+        feats = images.reshape(len(images), -1)
+    else:
+        x = torch.from_numpy(images.transpose(0, 3, 1, 2).copy())
+        with torch.no_grad():
+            feats = GaborBackbone(16, 1)(x)["gabor"].flatten(1).numpy()
+    feats = (feats - feats.mean(0)) / (feats.std(0) + 1e-8)
+    # sparse read-outs: each voxel pools a few features of the true model
+    weights = rng.normal(size=(feats.shape[1], 30)) * (rng.random((feats.shape[1], 30)) < 0.05)
+    clean = feats @ weights
+    betas = (clean / clean.std(0) + 0.5 * rng.standard_normal(clean.shape)).astype(np.float32)
+    model = SelfSupervisedReconstruction(seed=0, encoder_backbone="auto", decoder_epochs=0,
+                                         **TINY).fit(betas, images)
+    scores = {name: q["r2"] for name, q in model.encoder_backbone_scores_.items()}
+    assert model.encoder_backbone_ == truth, scores
+    assert model.encoder_quality_["ci_low"] > 0
