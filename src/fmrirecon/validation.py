@@ -1,8 +1,9 @@
 """Training settings chosen on held-out *training* pairs, and guards against harm.
 
 No setting is ever chosen on the test split. Before the final fit, every method is
-fitted on part of the training pairs and scored on the rest (whole runs held out, or
-whole images when there are too few runs), for each candidate of a small declared
+fitted on part of the training pairs and scored on the rest (about 20% of the runs held
+out whole; in a study of fewer than 3 runs, its distinct images dealt into 5 folds, each
+held out once with its repetitions), for each candidate of a small declared
 search (:attr:`ReconstructionMethod.VALIDATION_SEARCH`, or the entry's
 ``validation.search``). The best candidate is then refitted on every training pair,
 under two guards:
@@ -33,6 +34,7 @@ import numpy as np
 from .methods.settings import VALIDATION_DEFAULTS, validation_settings  # noqa: F401 (re-export)
 
 log = logging.getLogger(__name__)
+
 
 def image_ids(images: np.ndarray) -> np.ndarray:
     """A content hash per image: repeats of one stimulus share it."""
