@@ -126,3 +126,28 @@ def test_selfsup_validation_keeps_pairs_only_when_cycles_do_not_help():
     # identical decoders (cycles off in the validation fit): the ablation is used
     assert record["fallback"] == "ablation" and model.settings["cycles"] is False
     assert any("cycles turned off" in note for note in record["validation_fit_notes"])
+
+
+def _entry(role, pixcorr, ident2):
+    per = {"pixcorr": np.asarray(pixcorr, float), "ident2": np.asarray(ident2, float)}
+    return {"overrides": {}, "role": role, "per_image": per,
+            "scores": {k: float(np.mean(v)) for k, v in per.items()}}
+
+
+def test_a_guard_replaces_the_method_unless_it_identifies_clearly_better():
+    from fmrirecon.validation import _choose
+
+    rng = np.random.default_rng(0)
+    pca = _entry("baseline pca", rng.uniform(0.3, 0.5, 60), rng.uniform(0.6, 0.7, 60))
+    # lower PixCorr, clearly better 2-way identification (every image): kept
+    sharper = _entry("candidate", pca["per_image"]["pixcorr"] - 0.1, pca["per_image"]["ident2"] + 0.1)
+    chosen, notes = _choose([sharper, pca], "pixcorr")
+    assert chosen is sharper and "it is kept" in notes[0]
+    # lower PixCorr, identification within noise of the baseline's: replaced
+    noisy = _entry("candidate", pca["per_image"]["pixcorr"] - 0.1,
+                   pca["per_image"]["ident2"] + rng.normal(0, 0.2, 60))
+    chosen, notes = _choose([noisy, pca], "pixcorr")
+    assert chosen is pca and "pca baseline" in notes[0]
+    # better PixCorr: no guard acts
+    better = _entry("candidate", pca["per_image"]["pixcorr"] + 0.05, pca["per_image"]["ident2"])
+    assert _choose([better, pca], "pixcorr") == (better, [])

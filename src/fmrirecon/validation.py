@@ -14,6 +14,11 @@ under two guards:
 - **baseline**: no method is kept below the pixel-PCA baseline fitted on the same
   pairs; below it, the PCA baseline is what the entry fits and draws with.
 
+"Beats" is on the choice's score, or, when the guard's model scores as well there, a
+clearly better 2-way identification (paired 95% bootstrap interval above 0; see
+:func:`_choose`): a method may trade pixel correlation for identifiability, never lose
+both.
+
 Each step is logged, and the record (:func:`fit_validated`'s ``validation_`` on the
 model) is written beside the model and summarised as ``val_*`` metrics in the report.
 
@@ -197,7 +202,7 @@ def fit_validated(cls, settings: dict, seed: int, betas, images, groups=None, **
         entries.append({"overrides": {}, "role": "baseline pca"})
     val_images, notes_fit = _score(cls, settings, search, entries, folds, unit, seed, betas, images,
                                    groups, fit_kwargs)
-    chosen, notes = _choose(entries, options["metric"])
+    chosen, notes = _choose(entries, options["metric"], seed)
     for note in notes:
         log.warning("%s: %s", cls.name, note)
 
@@ -212,7 +217,8 @@ def fit_validated(cls, settings: dict, seed: int, betas, images, groups=None, **
         "n_validation_images": int(len(val_images)),
         "search": {k: list(v) for k, v in search.items()},
         "entries": [{"settings": e["overrides"], "role": e["role"], **e["scores"],
-                     "pixcorr_per_image": [float(x) for x in e["per_image"]["pixcorr"]]}
+                     "pixcorr_per_image": [float(x) for x in e["per_image"]["pixcorr"]],
+                     "ident2_per_image": [float(x) for x in e["per_image"]["ident2"]]}
                     for e in entries],
         "chosen": {"role": chosen["role"], "settings": chosen["overrides"]},
         "fallback": None if chosen["role"] == "candidate" else chosen["role"],
@@ -274,26 +280,55 @@ def _score(cls, settings, search, entries, folds, unit, seed, betas, images, gro
     return val_images, notes_fit
 
 
-def _choose(entries: list[dict], metric: str) -> tuple[dict, list[str]]:
-    """The best candidate, unless its own ablation or the pca baseline scores as well or
-    better (then that one); and, in words, which guard acted."""
+def _choose(entries: list[dict], metric: str, seed: int = 0) -> tuple[dict, list[str]]:
+    """The best candidate, unless its own ablation or the pca baseline replaces it; and,
+    in words, which guard acted.
+
+    A guard's model replaces the full one when it scores at least as well on ``metric``,
+    unless the full model identifies the held-out images clearly better
+    (:func:`_clearly_better`: its paired gain in 2-way identification, or in PixCorr when
+    ``metric`` is ident2, has a 95% bootstrap interval above 0). A method may trade pixel
+    correlation for identification (selfsup's images are less smooth than pca's), but a
+    gain within the noise of a few held-out images never keeps it.
+    """
+    other = "pixcorr" if metric == "ident2" else "ident2"
     best = max((e for e in entries if e["role"] == "candidate"),
                key=lambda e: (np.nan_to_num(e["scores"][metric], nan=-np.inf),
                               np.nan_to_num(e["scores"]["pixcorr"], nan=-np.inf)))
     chosen, notes = best, []
-    for ablation in (e for e in entries if e["role"] == "ablation"):
-        if not ablation["scores"][metric] < best["scores"][metric]:
-            chosen = ablation
-            notes.append(f"the ablation ({_label(ablation['overrides'])}) scored "
-                         f"{ablation['scores'][metric]:.3f} >= {best['scores'][metric]:.3f} for the "
-                         f"full model on the validation pairs: the ablation is used")
-    for baseline in (e for e in entries if e["role"] == "baseline pca"):
-        if baseline["scores"][metric] > chosen["scores"][metric]:
-            notes.append(f"the pca baseline scored {baseline['scores'][metric]:.3f} > "
-                         f"{chosen['scores'][metric]:.3f} on the validation pairs: this entry "
-                         f"fits and draws with the pca baseline")
-            chosen = baseline
+    for guard in [e for e in entries if e["role"] == "ablation"] + \
+            [e for e in entries if e["role"] == "baseline pca"]:
+        name = "the pca baseline" if guard["role"] == "baseline pca" else \
+            f"the ablation ({_label(guard['overrides'])})"
+        if guard["scores"][metric] < chosen["scores"][metric]:
+            continue
+        gain = _clearly_better(chosen, guard, other, seed)
+        if gain is not None:
+            notes.append(f"{name} scored {guard['scores'][metric]:.3f} >= "
+                         f"{chosen['scores'][metric]:.3f} {metric} on the validation pairs, but "
+                         f"{_label(chosen['overrides'])} identifies them better ({other} "
+                         f"{gain[0]:+.3f} [{gain[1]:+.3f}, {gain[2]:+.3f}]): it is kept")
+            continue
+        notes.append(f"{name} scored {guard['scores'][metric]:.3f} >= "
+                     f"{chosen['scores'][metric]:.3f} {metric} on the validation pairs and the "
+                     f"full model is not clearly better on {other}: "
+                     + ("this entry fits and draws with the pca baseline"
+                        if guard["role"] == "baseline pca" else "the ablation is used"))
+        chosen = guard
     return chosen, notes
+
+
+def _clearly_better(a: dict, b: dict, key: str, seed: int = 0, n_boot: int = 2000):
+    """``(mean, ci_low, ci_high)`` of entry ``a``'s per-image gain over ``b`` in ``key``
+    when its 95% paired bootstrap interval lies above 0, else None."""
+    diff = np.asarray(a["per_image"][key], np.float64) - np.asarray(b["per_image"][key], np.float64)
+    diff = diff[np.isfinite(diff)]
+    if len(diff) < 3:
+        return None
+    rng = np.random.default_rng([seed, 79])
+    means = diff[rng.integers(0, len(diff), (n_boot, len(diff)))].mean(1)
+    low, high = np.quantile(means, [0.025, 0.975])
+    return (float(diff.mean()), float(low), float(high)) if low > 0 else None
 
 
 def _part_fit_kwargs(fit_kwargs: dict, held_out_betas: np.ndarray) -> dict:
