@@ -442,3 +442,17 @@ def test_auto_backbone_is_the_feature_model_the_voxels_follow(truth):
     scores = {name: q["r2"] for name, q in model.encoder_backbone_scores_.items()}
     assert model.encoder_backbone_ == truth, scores
     assert model.encoder_quality_["ci_low"] > 0
+
+
+def test_a_checkpoint_of_the_former_format_starts_the_fit_over(tmp_path, data, caplog):
+    images, _, noisy = data
+    settings = dict(encoder_epochs=1, decoder_epochs=1, checkpoint_dir=str(tmp_path), **TINY)
+    first = SelfSupervisedReconstruction(seed=0, **settings).fit(noisy[:60], images[:60])
+    path = tmp_path / CHECKPOINT_NAME
+    state = torch.load(path, weights_only=False)
+    state.pop("rng")  # as written before torchkit: gen, torch_rng, numpy_rng, python_rng
+    torch.save(state, path)
+    with caplog.at_level("WARNING"):
+        again = SelfSupervisedReconstruction(seed=0, **settings).fit(noisy[:60], images[:60])
+    assert "starting over" in caplog.text
+    np.testing.assert_array_equal(again.reconstruct(noisy[60:80]), first.reconstruct(noisy[60:80]))

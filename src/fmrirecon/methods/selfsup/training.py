@@ -99,6 +99,10 @@ class Training:
         # a checkpoint of other settings or data cannot continue this fit
         state = load_checkpoint(run.ckpt_path, self._fingerprint) \
             if run.ckpt_path is not None and s["resume"] else None
+        if state is not None and "rng" not in state:
+            log.warning("%s: written before the shared torch kit (no 'rng' states); starting over",
+                        run.ckpt_path)
+            state = None
         if state is not None:
             self.encoder_.load_state_dict(state["encoder"])
             self.decoder_.load_state_dict(state["decoder"])
