@@ -23,6 +23,7 @@ include: "workflow/rules/decode.smk"
 include: "workflow/rules/reconstruct.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/classify.smk"
+include: "workflow/rules/unpaired.smk"
 include: "workflow/rules/features.smk"
 include: "workflow/rules/generator.smk"
 include: "workflow/rules/quality.smk"
@@ -43,5 +44,4 @@ rule all:
     input:
         rules.derivatives_description.output,
         REPORT / "index.html",
-        [] if IMPORTED else expand(FEATURES / "stimuli_desc-{method}_features.h5", method=DIR_METHODS),
     default_target: True

@@ -175,8 +175,11 @@ def downstream(prefix: Path, stimuli_dir: Path, cfg: dict, work: Path) -> dict:
                       cfg["methods"]["pca"], images, 0, work / f"{name}_model.pkl",
                       work / f"{name}_history.tsv")
     stages.reconstruct(work / f"{name}_model.pkl", f"{prefix}_betas.h5", f"{prefix}_trials.tsv", mask,
-                       stimuli_dir, "test", images, cfg["evaluation"], 0, work / f"{name}_recon.npz",
-                       work / f"{name}_recon.png", work / f"{name}_extra.json")
+                       stimuli_dir, "test", images, 0, work / f"{name}_recon.npz",
+                       work / f"{name}_recon.png")
+    stages.method_metrics(work / f"{name}_model.pkl", work / f"{name}_recon.npz", f"{prefix}_betas.h5",
+                          f"{prefix}_trials.tsv", mask, stimuli_dir, "test", images,
+                          cfg["evaluation"], 0, work / f"{name}_extra.json")
     stages.evaluate(work / f"{name}_recon.npz", work / f"{name}_extra.json", cfg["evaluation"], 0,
                     work / f"{name}_metrics.tsv", work / f"{name}_summary.json")
     summary = json.loads((work / f"{name}_summary.json").read_text())

@@ -123,7 +123,7 @@ def decoder_worker(impl, size, out):
 
     t0 = time.perf_counter()
     if impl == "ours":
-        model = RidgeDecoder(ALPHAS, N_FOLDS, backend="auto").fit(X, Y, groups=groups)
+        model = RidgeDecoder(ALPHAS, N_FOLDS, device="auto").fit(X, Y, groups=groups)
         pred = model.predict(Xt).astype(np.float64)
         cols = np.arange(Y.shape[1])
     else:

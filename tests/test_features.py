@@ -128,17 +128,24 @@ def test_feature_similarity_matches_a_direct_computation(extractor):
 
 
 def test_dir_and_selfsup_share_a_trained_network_and_its_accuracy(tmp_path):
-    from fmrirecon.features import network_summary, network_training, trained_network_file
+    from fmrirecon.features import network_summary
+    from fmrirecon.methods import input_files, network_training
 
     training = {"folder": "cifar", "epochs": 2}
     methods = {"dir": {"train_network": training},
                "sspairs": {"method": "selfsup", "cycles": False, "train_network": training},
                "pca": {"n_components": 5}}
     assert network_training(methods, "smallconv") == training
-    assert trained_network_file(methods["dir"], tmp_path) == {"weights": tmp_path / "smallconv_weights.pt"}
-    assert trained_network_file(methods["sspairs"], tmp_path, "selfsup") == {
+    # each method declares the files it needs
+    where = {"features": tmp_path, "generator": tmp_path / "g.pt", "unpaired_sets": {},
+             "unpaired_root": tmp_path}
+    assert input_files("dir", methods["dir"], where) == {"weights": tmp_path / "smallconv_weights.pt"}
+    assert input_files("sspairs", methods["sspairs"], where) == {
         "perceptual_weights": tmp_path / "smallconv_weights.pt"}
-    assert trained_network_file(methods["pca"], tmp_path) == {}
+    assert input_files("pca", methods["pca"], where) == {}
+    assert input_files("vae", {"method": "latent"}, where) == {"generator": tmp_path / "g.pt"}
+    assert input_files("dirgen", {"method": "dir", "prior": "generator"}, where) == {
+        "generator": tmp_path / "g.pt"}
     with pytest.raises(ValueError, match="different train_network"):
         network_training({**methods, "dir": {"train_network": {**training, "epochs": 3}}}, "smallconv")
     with pytest.raises(ValueError, match="no method trains"):

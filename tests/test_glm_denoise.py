@@ -94,6 +94,44 @@ def test_number_of_noise_components_close_to_planted(k):
     assert fit.good_voxels.sum() >= 50 and not fit.good_voxels[150:].any()
 
 
+def test_noise_pool_stays_non_responsive_when_most_voxels_respond():
+    # 600 responsive voxels of 1000, as in a visual ROI: a noise level centred on the
+    # median on-off R2 sits inside the responsive group
+    data, designs, conditions, _ = _synth(seed=3, k=3, n_sig=600, n_noise=400, shared_sd=0.5)
+    fits = {mode: fit_denoised(data, designs, conditions, max_pcs=8, fractions=[1.0], noise_pool=mode)
+            for mode in ("mixture", "median")}
+    share = {mode: fit.noise_pool[600:].sum() / fit.noise_pool.sum() for mode, fit in fits.items()}
+    assert share["mixture"] > 0.88 and share["median"] < 0.7, share
+    # the components are scored on responsive voxels, more than the 50-voxel fallback
+    good = fits["mixture"].good_voxels
+    assert good.sum() > 100 and not good[600:].any()
+    assert abs(fits["mixture"].n_pcs - 3) <= 1
+
+
+def test_ridge_fractions_are_scored_against_held_out_unregularised_betas():
+    from fmrirecon.denoise_algebra import _CrossValidation
+
+    xval = _CrossValidation(["a", "a", "b", "b"], [0, 1, 0, 1])
+    ridge = np.array([[1.0], [1.0], [-1.0], [-1.0]])
+    ols = np.array([[2.0], [2.0], [-2.0], [-2.0]])
+    assert xval.r2(ridge)[0] == pytest.approx(100.0)      # shrunk on both sides: perfect
+    assert xval.r2(ridge, ols)[0] == pytest.approx(75.0)  # against the unshrunk betas
+    data, designs, conditions, _ = _synth(seed=5, k=3)
+    fits = {m: fit_denoised(data, designs, conditions, ridge_xval=m) for m in ("ols", "ridge")}
+    assert not np.array_equal(fits["ols"].fraction, fits["ridge"].fraction)
+
+
+def test_polynomial_drift_has_glmsingles_degree():
+    from fmrirecon.glm_denoise import polynomial_degree
+
+    frame_times = np.arange(300) * 2.0          # 10 minutes: degree 5
+    assert polynomial_degree(frame_times) == 5
+    X = _nuisance(frame_times, 0.01, None, "polynomial")
+    assert X.shape == (300, 6)                  # 5 drifts + constant
+    with pytest.raises(ValueError, match="drift_model"):
+        _nuisance(frame_times, 0.01, None, "spline")
+
+
 def test_steps_improve_reliability_and_outputs(tmp_path):
     from fmrirecon.betas import Betas, write_betas
     from fmrirecon.reliability import split_half_reliability

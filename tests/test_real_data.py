@@ -45,7 +45,7 @@ def test_miyawaki_import(miyawaki):
     ("ridge", {"pixcorr": 0.925, "ident2": 0.97}),
 ])
 def test_miyawaki_reconstruction(miyawaki, method, floors, tmp_path):
-    from fmrirecon.stages import evaluate, fit_method, reconstruct, select_voxels
+    from fmrirecon.stages import evaluate, fit_method, method_metrics, reconstruct, select_voxels
 
     config = yaml.safe_load((REPO / "config" / "miyawaki2008.yaml").read_text())
     voxels = dict(select="all", n_top=None, min_reliability=None, mask=None, atlas=None, atlas_labels=[])
@@ -54,8 +54,10 @@ def test_miyawaki_reconstruction(miyawaki, method, floors, tmp_path):
     fit_method(*files, tmp_path / "mask.nii.gz", miyawaki / "stimuli", method,
                config["methods"][method], config["images"], 0, tmp_path / "m.pkl", tmp_path / "h.tsv")
     reconstruct(tmp_path / "m.pkl", *files, tmp_path / "mask.nii.gz", miyawaki / "stimuli", "test",
-                config["images"], {"n_boot": 200}, 0, tmp_path / "r.npz", tmp_path / "r.png",
-                tmp_path / "extra.json")
+                config["images"], 0, tmp_path / "r.npz", tmp_path / "r.png")
+    method_metrics(tmp_path / "m.pkl", tmp_path / "r.npz", *files, tmp_path / "mask.nii.gz",
+                   miyawaki / "stimuli", "test", config["images"], {"n_boot": 200}, 0,
+                   tmp_path / "extra.json")
     evaluate(tmp_path / "r.npz", tmp_path / "extra.json", {"n_way": [2, 5, 10], "n_boot": 200}, 0,
              tmp_path / "m.tsv", tmp_path / "s.json")
     import json

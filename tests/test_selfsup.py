@@ -12,7 +12,8 @@ from fmrirecon.methods.selfsup import (CHECKPOINT_NAME, HISTORY_NAME, ImageLoss,
                                        voxel_loss)
 
 SIZE = 16
-TINY = dict(width=4, batch_size=16, progress=False, perceptual_weight=0.0)
+# encoder_guard off: these tests exercise the cycles themselves, whatever the encoder
+TINY = dict(width=4, batch_size=16, progress=False, perceptual_weight=0.0, encoder_guard=False)
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -65,7 +66,7 @@ def test_backbone_encoder_recovers_voxels_tuned_to_a_deep_layer(tmp_path, data):
     model.save(tmp_path / "model.pkl")
     again = SelfSupervisedReconstruction.load(tmp_path / "model.pkl")
     np.testing.assert_allclose(again.predict_betas(images[test]), pred, atol=1e-5)
-    with pytest.raises(ValueError, match="encoder_backbone: null or 'perceptual'"):
+    with pytest.raises(ValueError, match="encoder_backbone: null, 'auto' or one of pixel, gabor, perceptual, got 'vgg'"):
         SelfSupervisedReconstruction(encoder_backbone="vgg", encoder_epochs=1, decoder_epochs=0,
                                      **TINY).fit(noisy[train], images[train])
 
@@ -205,13 +206,13 @@ def test_snr_weights_favour_reliable_voxels():
 
 def test_bad_settings_and_inputs_name_the_parameter(data):
     images, _, noisy = data
-    with pytest.raises(ValueError, match="unknown parameter.*epochz"):
+    with pytest.raises(ValueError, match="unknown key .epochz."):
         SelfSupervisedReconstruction(epochz=3)
     with pytest.raises(ValueError, match="methods.selfsup.width"):
         SelfSupervisedReconstruction(width=0)
     model = SelfSupervisedReconstruction(encoder_epochs=1, decoder_epochs=0, **TINY)
-    with pytest.raises(ValueError, match="divisible by 4"):
-        model.fit(noisy[:10, :], smooth_images(10, size=10))
+    with pytest.raises(ValueError, match=r"images must be \(n, S, S, C\)"):
+        model.fit(noisy[:10, :], smooth_images(10, size=10)[:, :, :8])
     with pytest.raises(ValueError, match="unpaired_folder"):
         SelfSupervisedReconstruction(unpaired_folder="/nonexistent/folder", encoder_epochs=1,
                                      decoder_epochs=1, **TINY).fit(noisy[:10], images[:10])
@@ -404,3 +405,54 @@ def test_unpaired_folder_leaves_the_study_stimuli_out(tmp_path):
     kept = load_unpaired_images(folder, SIZE, 1, None, 0, exclude=sources)
     np.testing.assert_allclose(kept, images[[1, 2, 4]], atol=1 / 255 + 1e-6)
     assert stimulus_sources(table.drop(columns="source_file")) == set()
+
+
+def test_images_of_a_side_not_divisible_by_4_are_resized_in_and_out(data):
+    images = smooth_images(60, size=10)
+    betas = linear_voxels(images, n_voxels=20, noise=0.3)
+    model = SelfSupervisedReconstruction(encoder_epochs=1, decoder_epochs=1, **TINY).fit(
+        betas[:50], images[:50])
+    assert model.work_size_ == 12
+    assert model.reconstruct(betas[50:]).shape == (10, 10, 10, 1)
+    assert model.predict_betas(images[50:]).shape == (10, 20)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("truth", ["pixel", "gabor"])
+def test_auto_backbone_is_the_feature_model_the_voxels_follow(truth):
+    """Voxels driven by pixels, or by Gabor energy (early visual cortex), get the encoder
+    backbone of their kind by held-out R2, not the untrained network's layers."""
+    from fmrirecon.methods.backbones import GaborBackbone
+
+    images = smooth_images(240, size=16, seed=4)
+    rng = np.random.default_rng(2)
+    if truth == "pixel":
+        feats = images.reshape(len(images), -1)
+    else:
+        x = torch.from_numpy(images.transpose(0, 3, 1, 2).copy())
+        with torch.no_grad():
+            feats = GaborBackbone(16, 1)(x)["gabor"].flatten(1).numpy()
+    feats = (feats - feats.mean(0)) / (feats.std(0) + 1e-8)
+    # sparse read-outs: each voxel pools a few features of the true model
+    weights = rng.normal(size=(feats.shape[1], 30)) * (rng.random((feats.shape[1], 30)) < 0.05)
+    clean = feats @ weights
+    betas = (clean / clean.std(0) + 0.5 * rng.standard_normal(clean.shape)).astype(np.float32)
+    model = SelfSupervisedReconstruction(seed=0, encoder_backbone="auto", decoder_epochs=0,
+                                         **TINY).fit(betas, images)
+    scores = {name: q["r2"] for name, q in model.encoder_backbone_scores_.items()}
+    assert model.encoder_backbone_ == truth, scores
+    assert model.encoder_quality_["ci_low"] > 0
+
+
+def test_a_checkpoint_of_the_former_format_starts_the_fit_over(tmp_path, data, caplog):
+    images, _, noisy = data
+    settings = dict(encoder_epochs=1, decoder_epochs=1, checkpoint_dir=str(tmp_path), **TINY)
+    first = SelfSupervisedReconstruction(seed=0, **settings).fit(noisy[:60], images[:60])
+    path = tmp_path / CHECKPOINT_NAME
+    state = torch.load(path, weights_only=False)
+    state.pop("rng")  # as written before torchkit: gen, torch_rng, numpy_rng, python_rng
+    torch.save(state, path)
+    with caplog.at_level("WARNING"):
+        again = SelfSupervisedReconstruction(seed=0, **settings).fit(noisy[:60], images[:60])
+    assert "starting over" in caplog.text
+    np.testing.assert_array_equal(again.reconstruct(noisy[60:80]), first.reconstruct(noisy[60:80]))

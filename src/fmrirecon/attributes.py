@@ -7,9 +7,6 @@ the test images. Its accuracy tells whether the decoded latents carry the attrib
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Sequence
-
 import numpy as np
 import pandas as pd
 from sklearn.linear_model import LogisticRegression
@@ -75,72 +72,3 @@ def attribute_accuracy(train_latents, train_labels, test_latents, test_labels, *
             "ci_high": high, "chance": float(chance),
             "train_accuracy": float(model.score(train_latents, y_train)),
             "n_train": int(len(y_train)), "n_test": int(len(y_test))}
-
-
-def classify_attributes(stimuli_dir, recon_npz, generator, columns: Sequence[str] | None = None,
-                        *, n_boot: int = 2000, seed: int = 0, device: str = "cpu") -> pd.DataFrame:
-    """Attribute accuracy of one ``latent`` reconstruction file, one row per attribute.
-
-    Parameters
-    ----------
-    stimuli_dir : path
-        BIDS ``stimuli/`` folder with ``stimuli.tsv`` (``stim_file`` plus attributes).
-    recon_npz : path
-        A ``*_desc-latent<split>_recon.npz`` (``decoded`` latents and ``stim_file``).
-    generator : path
-        The generator file the method used; its encoder gives the true latents.
-    columns : list of str, optional
-        Attributes to classify; default every 0/1 column (:func:`binary_columns`).
-    n_boot, seed : int
-    device : str
-
-    Returns
-    -------
-    DataFrame
-        Columns ``attribute`` plus the keys of :func:`attribute_accuracy`. The
-        training images are the rows of ``stimuli.tsv`` with ``split == "train"``
-        (all rows not reconstructed in ``recon_npz`` when there is no split column).
-    """
-    from .bids import read_stimuli_table
-    from .generative.vaegan import encode, generator_config, load_encoder
-    from .images import load_images
-
-    stimuli_dir = Path(stimuli_dir)
-    table_path = stimuli_dir / "stimuli.tsv"
-    table = read_stimuli_table(stimuli_dir)
-    if table is None:
-        raise FileNotFoundError(f"{table_path}: needed for attribute labels")
-    if "stim_file" not in table:
-        raise ValueError(f"{table_path}: no stim_file column")
-    recon = np.load(recon_npz)
-    test_files = [str(s) for s in recon["stim_file"]]
-    decoded = recon["decoded"]
-    if decoded.ndim != 2 or len(decoded) != len(test_files):
-        raise ValueError(f"{recon_npz}: 'decoded' must hold one latent per stim_file")
-    missing = sorted(set(test_files) - set(table["stim_file"]))
-    if missing:
-        raise ValueError(f"{table_path}: no row for {', '.join(missing[:3])}")
-    train = table[table["split"] == "train"] if "split" in table else table[~table["stim_file"].isin(test_files)]
-    test = table.set_index("stim_file").loc[test_files].reset_index()
-    columns = binary_columns(table) if columns is None else list(columns)
-    unknown = [c for c in columns if c not in table]
-    if unknown:
-        raise ValueError(f"{table_path}: no column {', '.join(unknown)}")
-
-    cfg = generator_config(generator)
-    encoder = load_encoder(generator, device)
-    if decoded.shape[1] != cfg["latent_dim"]:
-        raise ValueError(f"{recon_npz}: {decoded.shape[1]}-d decoded latents but {generator} is "
-                         f"{cfg['latent_dim']}-d")
-    images = load_images([stimuli_dir / f for f in train["stim_file"]], cfg["image_size"], cfg["channels"])
-    train_latents = encode(encoder, images)
-
-    rows = []
-    for column in columns:
-        ok_train = train[column].notna().to_numpy()
-        ok_test = test[column].notna().to_numpy()
-        result = attribute_accuracy(train_latents[ok_train], train[column][ok_train],
-                                    decoded[ok_test], test[column][ok_test], n_boot=n_boot, seed=seed)
-        rows.append({"attribute": column, **result})
-    return pd.DataFrame(rows, columns=["attribute", "accuracy", "ci_low", "ci_high", "chance",
-                                       "train_accuracy", "n_train", "n_test"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 
 import jsonschema
@@ -23,4 +24,12 @@ def check_config(config: dict, schema_path: str | Path) -> None:
     error = jsonschema.exceptions.best_match(validator.iter_errors(config))
     if error is not None:
         where = "config" + "".join(f"[{p!r}]" for p in error.absolute_path)
+        if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+            # name the unknown key and the known key it is closest to (a typo)
+            known = list(error.schema.get("properties", {}))
+            extra = [key for key in error.instance if key not in known]
+            if extra:
+                close = difflib.get_close_matches(str(extra[0]), known, n=1, cutoff=0.6)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise ConfigError(f"{where}: unknown key {extra[0]!r}{hint}")
         raise ConfigError(f"{where}: {error.message}")

@@ -29,6 +29,8 @@ from __future__ import annotations
 import numpy as np
 from sklearn.model_selection import GroupKFold, KFold
 
+from .torchkit import select_device
+
 __all__ = ["DEFAULT_ALPHAS", "cv_splits", "ridge_cv", "RidgeDecoder"]
 
 DEFAULT_ALPHAS = np.logspace(-1, 6, 15)
@@ -73,16 +75,6 @@ def cv_splits(n_samples: int, n_folds: int = 5, groups=None, seed: int = 0) -> l
         )
     splitter = GroupKFold(n_splits=min(n_folds, n_groups))
     return list(splitter.split(np.zeros(n_samples), groups=groups))
-
-
-def _device(backend: str):
-    from .devices import select_device
-
-    # "numpy" and "torch" are the CPU solver (names kept from the himalaya backends)
-    preference = {"numpy": "cpu", "torch": "cpu", "torch_cuda": "cuda", "auto": "auto"}.get(backend)
-    if preference is None:
-        raise ValueError(f"backend must be 'auto', 'numpy', 'torch' or 'torch_cuda', got {backend!r}")
-    return select_device(preference)
 
 
 def ridge_cv(X, Y, alphas, cv, n_targets_batch=None, device="cpu"):
@@ -206,10 +198,10 @@ class RidgeDecoder:
         Candidate ridge penalties.
     n_folds : int
         Number of cross-validation folds.
-    backend : {"auto", "numpy", "torch", "torch_cuda"}
-        Where the float64 solve runs: ``"auto"`` a CUDA GPU when one is visible,
-        else the CPU; ``"numpy"`` and ``"torch"`` the CPU; ``"torch_cuda"`` the GPU.
-        The fitted weights are kept as numpy.
+    device : {"auto", "cpu", "cuda", "cuda:N"}
+        Where the float64 solve runs (:func:`fmrirecon.torchkit.select_device`):
+        ``"auto"`` a CUDA GPU when one is visible, else the CPU. The fitted weights are
+        kept as numpy, so a fitted decoder predicts anywhere.
     n_targets_batch : int or None
         Solve targets in batches of this size to bound memory (None: automatic).
     seed : int
@@ -232,11 +224,11 @@ class RidgeDecoder:
     scales and weights are stored as float32; :meth:`predict` accumulates in float64.
     """
 
-    def __init__(self, alphas=DEFAULT_ALPHAS, n_folds: int = 5, backend: str = "auto",
+    def __init__(self, alphas=DEFAULT_ALPHAS, n_folds: int = 5, device: str = "auto",
                  n_targets_batch: int | None = None, seed: int = 0):
         self.alphas = np.asarray(alphas, dtype=np.float64)
         self.n_folds = n_folds
-        self.backend = backend
+        self.device = device
         self.n_targets_batch = n_targets_batch
         self.seed = seed
 
@@ -260,7 +252,7 @@ class RidgeDecoder:
         y_mean = Y.mean(0)
         cv = cv_splits(len(X), self.n_folds, groups, self.seed)
         coef, self.best_alphas_, self.cv_scores_ = ridge_cv(
-            X, Y - y_mean, self.alphas, cv, self.n_targets_batch, _device(self.backend))
+            X, Y - y_mean, self.alphas, cv, self.n_targets_batch, select_device(self.device))
         self.x_mean_ = x_mean.astype(np.float32)
         self.x_scale_ = x_scale.astype(np.float32)
         self.y_mean_ = y_mean.astype(np.float32)

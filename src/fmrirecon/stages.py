@@ -99,12 +99,18 @@ def describe_fit(model, name: str = "model") -> None:
 
 def fit_method(betas_path, trials_path, voxels_path, stimuli_dir, method: str,
                settings: dict, images: dict, seed: int, out_model, out_history,
-               work_dir=None) -> ReconstructionMethod:
+               work_dir=None, out_validation=None,
+               unpaired_splits=("test",)) -> ReconstructionMethod:
     """Fit the config's reconstruction ``method`` on the training trials and save it.
 
-    Also writes the method's training curves to ``out_history`` (a TSV with a header
-    only for methods that do not train iteratively).
+    The method's training settings are chosen on held-out training pairs, under its
+    guards (:func:`fmrirecon.validation.fit_validated`); the record goes to
+    ``out_validation`` (JSON). Methods that learn from unpaired betas get those of
+    ``unpaired_splits`` (config ``unpaired.betas``). Also writes the method's training curves to
+    ``out_history`` (a TSV with a header only for methods that do not train iteratively).
     """
+    from .validation import fit_validated
+
     betas = read_betas(betas_path, trials_path)
     train = betas.select("train")
     if len(train.trials) == 0:
@@ -121,22 +127,26 @@ def fit_method(betas_path, trials_path, voxels_path, stimuli_dir, method: str,
         groups = None
 
     cls = method_class(method, settings)
-    params = {k: v for k, v in settings.items() if k != "method"}
+    params = {k: v for k, v in settings.items() if k not in cls.WORKFLOW_KEYS}
     if cls.checkpointed and work_dir is not None:
         params.setdefault("checkpoint_dir", str(work_dir))
     extra = {}
     if cls.uses_unpaired_betas:
-        # self-supervision on the test recordings: their betas, never their images
-        unpaired, _ = betas.select("test").average_repeats()
-        extra["unpaired_betas"] = unpaired[:, columns]
+        # self-supervision on other recordings (config unpaired.betas: by default the
+        # test recordings, transductively): their betas, never their images
+        parts = [betas.select(split).average_repeats()[0] for split in unpaired_splits
+                 if len(betas.select(split).trials)]
+        extra["unpaired_betas"] = (np.concatenate(parts)[:, columns] if parts
+                                   else np.zeros((0, int(columns.sum())), np.float32))
     if cls.uses_unpaired_images:
         # a folder some stimuli came from: those images stay out of the unpaired set
         extra["unpaired_exclude"] = stimulus_sources(read_stimuli_table(stimuli_dir))
     log.info("fitting %s (%s) on %d trials x %d voxels", method, cls.name, len(targets), columns.sum())
-    model = cls(seed=seed, **params)
-    model.fit(train.betas[:, columns], targets, groups=groups, **extra)
+    model = fit_validated(cls, params, seed, train.betas[:, columns], targets, groups, **extra)
     model.save(out_model)
     describe_fit(model)
+    if out_validation is not None:
+        Path(out_validation).write_text(json.dumps(model.validation_, indent=2, default=float) + "\n")
     history = model.training_history()
     (history if history is not None else pd.DataFrame(columns=["epoch"])).to_csv(
         out_history, sep="\t", index=False, na_rep="n/a")
@@ -144,9 +154,8 @@ def fit_method(betas_path, trials_path, voxels_path, stimuli_dir, method: str,
 
 
 def reconstruct(model_path, betas_path, trials_path, voxels_path, stimuli_dir, split: str,
-                images: dict, evaluation: dict, seed: int, out_npz, out_png, out_extra) -> None:
-    """Reconstruct the repetition-averaged betas of ``split``; save images, grid and the
-    method's own metrics (:meth:`ReconstructionMethod.extra_metrics`)."""
+                images: dict, seed: int, out_npz, out_png) -> None:
+    """Reconstruct the repetition-averaged betas of ``split``; save images and grid."""
     betas = read_betas(betas_path, trials_path)
     data = betas.select(split)
     if len(data.trials) == 0:
@@ -165,17 +174,39 @@ def reconstruct(model_path, betas_path, trials_path, voxels_path, stimuli_dir, s
                         stim_file=stim_files, decoded=np.asarray(decoded, dtype=np.float32))
     save_grid(out_png, [true, recon], scale=max(1, 96 // images["size"]))
 
+
+def method_metrics(model_path, recon_npz, betas_path, trials_path, voxels_path, stimuli_dir,
+                   split: str, images: dict, evaluation: dict, seed: int, out_extra) -> None:
+    """The method's own metrics of one reconstruction file
+    (:meth:`ReconstructionMethod.extra_metrics`, given the reconstructions so that none
+    is drawn twice), plus the ``val_*`` entries of
+    :func:`fmrirecon.validation.validation_metrics`.
+
+    A job of its own (rule ``method_metrics``): some metrics fit models (e.g. dir's
+    family generalisation), a cost the DAG and the benchmark files then show.
+    """
+    from .validation import validation_metrics
+
+    betas = read_betas(betas_path, trials_path)
+    model = ReconstructionMethod.load(model_path)
+    columns = voxel_columns(betas, voxels_path)
+    averaged, stim_files = betas.select(split).average_repeats()
+    saved = np.load(recon_npz)
+    if list(saved["stim_file"]) != list(stim_files):
+        raise ValueError(f"{recon_npz}: its stim_file differ from the {split} trials of {trials_path}")
     train = betas.select("train")
     extra = model.extra_metrics(EvaluationData(
         split=split, train_betas=train.betas[:, columns],
         train_images=load_stimuli(stimuli_dir, train.trials["stim_file"], images["size"],
                                   images["channels"]),
         train_stim_files=train.trials["stim_file"].to_numpy(dtype=str),
-        test_betas=averaged[:, columns], test_images=true, test_stim_files=stim_files,
+        test_betas=averaged[:, columns], test_images=saved["true"], test_stim_files=stim_files,
         stimuli=read_stimuli_table(stimuli_dir),
         noise_ceiling=None if betas.noise_ceiling is None else betas.noise_ceiling[columns],
-        seed=seed, n_boot=evaluation["n_boot"],
+        seed=seed, n_boot=evaluation["n_boot"], recon=saved["images"],
     ))
+    # how validation on held-out training pairs chose the model (val_* entries)
+    extra.update(validation_metrics(getattr(model, "validation_", None), evaluation["n_boot"], seed))
     Path(out_extra).write_text(json.dumps(extra, indent=2, default=float) + "\n")
 
 
@@ -390,6 +421,7 @@ def glm(runs: list[dict], splits: dict, settings: dict, out_betas, out_trials,
                                                   "pc_tolerance", "fractions", "chunk_size")}
         betas, fit = denoised_betas(
             runs, splits, high_pass=settings["high_pass"], confounds=settings["confounds"],
+            drift_model=settings.get("drift_model", "polynomial"),
             xval_split=settings["xval_split"], keep_steps=True, **options,
         )
     else:

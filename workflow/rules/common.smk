@@ -18,8 +18,8 @@ from fmrirecon.paths import bids_name, bids_path
 from fmrirecon.preflight import check_bids_study
 from fmrirecon.preprocess import derivative_files
 from fmrirecon.preprocess.fmriprep import fmriprep_command
-from fmrirecon.methods import implementation
-from fmrirecon.stages import DENOISED_MAPS, method_class
+from fmrirecon.methods import check_method, implementation
+from fmrirecon.stages import DENOISED_MAPS
 
 min_version("9.0")
 
@@ -182,9 +182,10 @@ for _name in METHODS:
     if not re.fullmatch("[a-z0-9]+", _name):
         stop(ValueError(f"config['methods']: name {_name!r} must be lowercase letters and digits"))
     try:
-        method_class(_name, config["methods"][_name] or {})  # unknown implementation: stop now
+        check_method(_name, config["methods"][_name] or {})  # unknown implementation or key: stop now
     except (ValueError, KeyError) as _error:
-        stop(ValueError(f"config['methods'][{_name!r}]: {_error}"))
+        # a settings error names its key already; an unknown implementation does not
+        stop(_error if str(_error).startswith("config[") else ValueError(f"config['methods'][{_name!r}]: {_error}"))
 
 # Every run by its derivatives path without suffix (the {runpath} wildcard).
 def run_path(row):
@@ -287,7 +288,8 @@ def method_settings(method):
 
 
 # Files a method implementation needs beyond the betas (a trained generator, feature
-# network weights), registered by the .smk file that makes them:
+# network weights), as the methods declare them (ReconstructionMethod.input_files,
+# registered in generator.smk):
 # METHOD_FILES[implementation] is a list of functions settings -> {parameter: path}.
 # The files become inputs of decode and reconstruct and reach the method as the
 # parameters of the same name, so a method's extra stage touches no other method.
@@ -316,7 +318,7 @@ def method_parameters(wildcards):
 
 def excluded_stimuli(network):
     """The study's stimuli folder when train_network.exclude_stimuli keeps its images out."""
-    from fmrirecon.features import network_training
+    from fmrirecon.methods import network_training
 
     if not network_training(config["methods"], network).get("exclude_stimuli"):
         return []

@@ -11,13 +11,18 @@ rule decode:
     output:
         model=out_file("recon", "model", ".pkl", subject="{subject}", desc="{method}"),
         history=out_file("recon", "curves", ".tsv", subject="{subject}", desc="{method}"),
+        # the settings validation on held-out training pairs chose, and the guards
+        validation=out_file("recon", "validation", ".json", subject="{subject}", desc="{method}"),
     params:
         stimuli=stimuli_folder,
         settings=method_parameters,
         images=config["images"],
         seed=config["seed"],
+        unpaired_splits=config["unpaired"]["betas"],
         work_dir=lambda wc: out_file("recon", "checkpoints", subject=wc.subject, desc=wc.method),
     threads: 2
+    resources:
+        gpu=1,
     log:
         job_file(LOGS, "decode", ".log", subject="{subject}", desc="{method}"),
     benchmark:

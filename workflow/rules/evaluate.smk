@@ -4,7 +4,7 @@
 rule evaluate:
     input:
         recon=rules.reconstruct.output.recon,
-        extra=rules.reconstruct.output.extra,
+        extra=rules.method_metrics.output.extra,
         # the training images: mean-image and retrieval baselines (the files, not the
         # folder: its mtime changes with any new file)
         trials=betas_files("{subject}")["trials"],

@@ -9,28 +9,27 @@
 # share one checkpoint. Otherwise those keys are a checkpoint path, a torchvision
 # weights name, or null (seeded random initialisation); the report says which.
 
-from fmrirecon.features import network_training, trained_network_file
+from fmrirecon.methods import network_training
 
 FEATURES = OUT / "features"
-# The dir entries of the config (an entry may be an alias: method: dir).
-DIR_METHODS = [m for m in METHODS if implementation(m, method_settings(m)) == "dir"]
-
-
-METHOD_FILES.setdefault("dir", []).append(lambda settings: trained_network_file(settings, FEATURES))
-METHOD_FILES.setdefault("selfsup", []).append(
-    lambda settings: trained_network_file(settings, FEATURES, "selfsup")
-)
 
 
 rule train_feature_network:
     input:
-        folder=lambda wc: network_training(config["methods"], wc.network)["folder"],
+        folder=lambda wc: resolve_folder(
+            network_training(config["methods"], wc.network)["folder"], UNPAIRED_SETS, UNPAIRED
+        ),
         stimuli=lambda wc: excluded_stimuli(wc.network),
     output:
         weights=FEATURES / "{network}_weights.pt",
         provenance=FEATURES / "{network}_weights.pt.json",
     params:
-        settings=lambda wc: network_training(config["methods"], wc.network),
+        settings=lambda wc: {
+            **network_training(config["methods"], wc.network),
+            "folder": str(resolve_folder(
+                network_training(config["methods"], wc.network)["folder"], UNPAIRED_SETS, UNPAIRED
+            )),
+        },
         seed=config["seed"],
     threads: 2
     resources:
@@ -43,27 +42,3 @@ rule train_feature_network:
         "../../envs/torch.yaml"
     script:
         "../scripts/train_feature_network.py"
-
-
-rule extract_features:
-    input:
-        unpack(lambda wc: method_files(wc)),
-        stimuli=STIMULI,
-    output:
-        FEATURES / "stimuli_desc-{method}_features.h5",
-    params:
-        settings=lambda wc: {
-            k: v for k, v in method_parameters(wc).items() if k not in ("method", "train_network")
-        },
-        images=config["images"],
-    threads: 2
-    resources:
-        gpu=1,
-    log:
-        LOGS / "extract_features" / "stimuli_desc-{method}.log",
-    benchmark:
-        BENCHMARKS / "extract_features" / "stimuli_desc-{method}.tsv",
-    conda:
-        "../../envs/torch.yaml"
-    script:
-        "../scripts/extract_features.py"

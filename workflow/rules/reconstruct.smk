@@ -18,11 +18,9 @@ rule reconstruct:
             subcategory="{method}",
             labels={"subject": "{subject}", "method": "{method}", "split": "{split}"},
         ),
-        extra=out_file("recon", "extra", ".json", subject="{subject}", desc="{method}{split}"),
     params:
         stimuli=stimuli_folder,
         images=config["images"],
-        evaluation=config["evaluation"],
         seed=config["seed"],
     threads: 1
     resources:
@@ -35,3 +33,33 @@ rule reconstruct:
         "../../envs/torch.yaml"
     script:
         "../scripts/reconstruct.py"
+
+
+# The method's own metrics (ReconstructionMethod.extra_metrics): a job of its own, since
+# some fit models (dir's family generalisation) and its cost belongs in the DAG.
+rule method_metrics:
+    input:
+        unpack(method_files),
+        **betas_files("{subject}"),
+        model=rules.decode.output.model,
+        recon=rules.reconstruct.output.recon,
+        voxels=rules.select_voxels.output[0],
+        stimulus_files=stimulus_files,
+    output:
+        extra=out_file("recon", "extra", ".json", subject="{subject}", desc="{method}{split}"),
+    params:
+        stimuli=stimuli_folder,
+        images=config["images"],
+        evaluation=config["evaluation"],
+        seed=config["seed"],
+    threads: 1
+    resources:
+        gpu=1,
+    log:
+        job_file(LOGS, "method_metrics", ".log", subject="{subject}", desc="{method}{split}"),
+    benchmark:
+        job_file(BENCHMARKS, "method_metrics", ".tsv", subject="{subject}", desc="{method}{split}"),
+    conda:
+        "../../envs/torch.yaml"
+    script:
+        "../scripts/method_metrics.py"

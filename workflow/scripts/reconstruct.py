@@ -8,5 +8,5 @@ from fmrirecon.stages import reconstruct
 
 reconstruct(snakemake.input.model, snakemake.input.betas, snakemake.input.trials,
             snakemake.input.voxels, snakemake.params.stimuli, snakemake.wildcards.split,
-            snakemake.params.images, snakemake.params.evaluation, snakemake.params.seed,
-            snakemake.output.recon, snakemake.output.grid, snakemake.output.extra)
+            snakemake.params.images, snakemake.params.seed, snakemake.output.recon,
+            snakemake.output.grid)

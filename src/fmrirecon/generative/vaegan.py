@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import random
 import time
 from pathlib import Path
 from typing import Sequence
@@ -36,7 +34,8 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
-from ..devices import seed_everything, select_device
+from ..torchkit import (atomic_save, load_checkpoint, rng_states, seed_everything,
+                        select_device, set_rng_states)
 from ..images import load_images
 
 log = logging.getLogger(__name__)
@@ -58,6 +57,15 @@ def _n_down(image_size: int) -> int:
     if k < 1 or k != int(k):
         raise ValueError(f"image_size must be 4 * 2**k >= 8 (8, 16, 32, 64, ...), got {image_size}")
     return int(k)
+
+
+def generator_side(image_size: int) -> int:
+    """The smallest side 4 * 2**k >= 8 that holds ``image_size`` (the generator's side
+    for images of that side; e.g. 16 for 10 x 10 patches)."""
+    side = 8
+    while side < image_size:
+        side *= 2
+    return side
 
 
 def _widths(image_size: int, base_channels: int) -> list[int]:
@@ -224,30 +232,6 @@ def decode(decoder: Decoder, latents: np.ndarray, batch_size: int = 256) -> np.n
 
 # ------------------------------------------------------------------------------ training
 
-def _rng_states(gen: torch.Generator) -> dict:
-    states = {"shuffle": gen.get_state(), "torch": torch.get_rng_state(),
-              "numpy": np.random.get_state(), "python": random.getstate()}
-    if torch.cuda.is_available():
-        states["cuda"] = torch.cuda.get_rng_state_all()
-    return states
-
-
-def _set_rng_states(states: dict, gen: torch.Generator) -> None:
-    gen.set_state(states["shuffle"])
-    torch.set_rng_state(states["torch"])
-    np.random.set_state(states["numpy"])
-    random.setstate(states["python"])
-    if "cuda" in states and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
-
-
-def _atomic_save(obj, path: Path) -> None:
-    # Write then rename: an interruption never leaves a truncated checkpoint behind.
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 def _bce(logits, target: float):
     return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target))
 
@@ -342,7 +326,7 @@ def train_vaegan(image_paths: list, out_path, *, image_size: int, channels: int,
         Adam learning rate of all three networks (betas 0.5, 0.999 as in DCGAN).
     seed : int
     device : str
-        ``"auto"`` takes a GPU when one is visible (see :func:`fmrirecon.devices.select_device`).
+        ``"auto"`` takes a GPU when one is visible (see :func:`fmrirecon.torchkit.select_device`).
     checkpoint_every : int
         Epochs between checkpoints.
     resume : bool
@@ -392,27 +376,24 @@ def train_vaegan(image_paths: list, out_path, *, image_size: int, channels: int,
     gen = torch.Generator().manual_seed(int(seed))
     history, start_epoch = [], 0
 
-    if resume and ckpt_path.exists():
-        try:
-            ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
-        except Exception as err:
-            raise ValueError(f"{ckpt_path}: unreadable checkpoint ({err}); delete it to start over") from err
-        if ckpt.get("signature") != signature:
-            log.warning("%s: made with other data or settings; training from scratch", ckpt_path)
-        else:
-            for net, key in zip(nets, ("encoder", "decoder", "discriminator")):
-                net.load_state_dict(ckpt[key])
-            opt_ed.load_state_dict(ckpt["opt_ed"])
-            opt_d.load_state_dict(ckpt["opt_d"])
-            _set_rng_states(ckpt["rng"], gen)
-            history, start_epoch = list(ckpt["history"]), int(ckpt["epoch"])
-            log.info("resuming from %s at epoch %d of %d", ckpt_path, start_epoch, epochs)
+    ckpt = load_checkpoint(ckpt_path, signature, key="signature", device=device) if resume else None
+    if ckpt is not None and "generator" not in ckpt["rng"]:
+        log.warning("%s: written before the shared torch kit; training from scratch", ckpt_path)
+        ckpt = None
+    if ckpt is not None:
+        for net, key in zip(nets, ("encoder", "decoder", "discriminator")):
+            net.load_state_dict(ckpt[key])
+        opt_ed.load_state_dict(ckpt["opt_ed"])
+        opt_d.load_state_dict(ckpt["opt_d"])
+        set_rng_states(ckpt["rng"], gen)
+        history, start_epoch = list(ckpt["history"]), int(ckpt["epoch"])
+        log.info("resuming from %s at epoch %d of %d", ckpt_path, start_epoch, epochs)
 
     def save_checkpoint(epoch):
-        _atomic_save({"signature": signature, "epoch": epoch, "history": history,
+        atomic_save({"signature": signature, "epoch": epoch, "history": history,
                       "encoder": encoder.state_dict(), "decoder": decoder.state_dict(),
                       "discriminator": disc.state_dict(), "opt_ed": opt_ed.state_dict(),
-                      "opt_d": opt_d.state_dict(), "rng": _rng_states(gen)}, ckpt_path)
+                      "opt_d": opt_d.state_dict(), "rng": rng_states(gen)}, ckpt_path)
         if curves_path is not None:
             write_curves(history, curves_path)
 
@@ -432,7 +413,7 @@ def train_vaegan(image_paths: list, out_path, *, image_size: int, channels: int,
     if curves_path is not None:
         write_curves(history, curves_path)
 
-    _atomic_save({"format": FORMAT, "version": FORMAT_VERSION, "config": config,
+    atomic_save({"format": FORMAT, "version": FORMAT_VERSION, "config": config,
                   "encoder": {k: v.cpu() for k, v in encoder.state_dict().items()},
                   "decoder": {k: v.cpu() for k, v in decoder.state_dict().items()},
                   "discriminator": {k: v.cpu() for k, v in disc.state_dict().items()},
@@ -508,9 +489,9 @@ def train_generator(stimuli_dir, folders, settings: dict, images: dict, seed: in
     stimuli_dir : path or None
         The BIDS ``stimuli/`` folder (see :func:`training_image_paths`).
     folders : sequence of path
-        Extra unpaired image folders (``methods.latent.train_folder``).
+        Extra unpaired image folders (the config's ``generator.train_folder``).
     settings : dict
-        The config's ``methods.latent`` section: ``latent_dim`` (1024), ``epochs`` (30),
+        The config's ``generator`` section: ``latent_dim`` (1024), ``epochs`` (30),
         ``batch_size`` (64), ``lr`` (2e-4), ``device`` ("auto"), ``checkpoint_every`` (1),
         ``base_channels`` (32), ``kl_weight``, ``feature_weight``, ``adv_weight``, ``flip``.
     images : dict
@@ -521,8 +502,12 @@ def train_generator(stimuli_dir, folders, settings: dict, images: dict, seed: in
     keys = ("base_channels", "kl_weight", "feature_weight", "adv_weight", "flip")
     extra = {k: settings[k] for k in keys if k in settings}
     paths = training_image_paths(stimuli_dir, folders)
+    size = generator_side(images["size"])
+    if size != images["size"]:
+        log.info("the generator works at %d px (4 * 2**k); the methods resize its %d px images",
+                 size, images["size"])
     return train_vaegan(
-        paths, out_model, image_size=images["size"], channels=images["channels"],
+        paths, out_model, image_size=size, channels=images["channels"],
         latent_dim=settings.get("latent_dim", 1024), epochs=settings.get("epochs", 30),
         batch_size=settings.get("batch_size", 64), lr=settings.get("lr", 2e-4), seed=seed,
         device=settings.get("device", "auto"), checkpoint_every=settings.get("checkpoint_every", 1),

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 
-from .base import EvaluationData, ReconstructionMethod
+from .base import EvaluationData, ReconstructionMethod, SettingsError
 
 # name -> "module:Class", imported lazily so a method's heavy dependencies (torch)
 # load only when it is used.
@@ -42,4 +42,57 @@ def get_method(name: str) -> type[ReconstructionMethod]:
     return getattr(importlib.import_module(module_name), class_name)
 
 
-__all__ = ["METHODS", "EvaluationData", "ReconstructionMethod", "get_method", "implementation"]
+def check_method(name: str, settings: dict | None) -> type[ReconstructionMethod]:
+    """The class of the config entry ``methods.<name>``, its settings checked.
+
+    Raises
+    ------
+    ValueError
+        For an unknown implementation; :class:`SettingsError` (one line naming the key
+        and its closest match) for an unknown setting.
+    """
+    cls = get_method(implementation(name, settings))
+    cls.check_settings(settings, where=f"config['methods']['{name}']")
+    return cls
+
+
+def input_files(name: str, settings: dict | None, locations: dict) -> dict:
+    """Files the config entry ``methods.<name>`` needs beyond the betas, ``{parameter:
+    path}`` (see :meth:`ReconstructionMethod.input_files`)."""
+    settings = settings or {}
+    return get_method(implementation(name, settings)).input_files(settings, locations)
+
+
+def network_training(methods: dict, network: str) -> dict:
+    """The ``train_network`` settings of the config entries that train ``network``.
+
+    Every entry whose method trains a network (:meth:`ReconstructionMethod.trained_network`:
+    a ``dir`` entry's ``network``, a ``selfsup`` entry's ``perceptual_network``) shares
+    one checkpoint per network, so they must agree on its training settings.
+
+    Parameters
+    ----------
+    methods : dict
+        The config's ``methods`` section.
+    network : str
+        Network name (``smallconv``).
+    """
+    found = {}
+    for name, settings in methods.items():
+        settings = settings or {}
+        trained = get_method(implementation(name, settings)).trained_network(settings)
+        if trained and trained[0] == network:
+            found[name] = trained[1]
+    if not found:
+        raise ValueError(f"config['methods']: no method trains network {network!r}")
+    first = next(iter(found))
+    differ = [name for name, training in found.items() if training != found[first]]
+    if differ:
+        raise ValueError(f"config['methods']: {first} and {', '.join(differ)} train network "
+                         f"{network!r} with different train_network settings; they share one "
+                         f"checkpoint, so give them the same settings")
+    return found[first]
+
+
+__all__ = ["METHODS", "EvaluationData", "ReconstructionMethod", "SettingsError", "check_method",
+           "get_method", "implementation", "input_files", "network_training"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import inspect
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,6 +11,8 @@ from typing import ClassVar
 
 import numpy as np
 import pandas as pd
+
+from .settings import SettingsError, unknown_key_message, validation_settings
 
 
 @dataclass
@@ -31,6 +34,9 @@ class EvaluationData:
     noise_ceiling: np.ndarray | None
     seed: int = 0
     n_boot: int = 2000
+    #: The method's reconstructions of ``test_betas`` when already drawn (the
+    #: workflow's recon file): metrics use them instead of drawing again.
+    recon: np.ndarray | None = None
 
 
 class ReconstructionMethod(abc.ABC):
@@ -44,7 +50,9 @@ class ReconstructionMethod(abc.ABC):
     seed : int
         Seed for every random choice the method makes.
     **params
-        Method-specific settings, from the config's ``methods.<name>`` section.
+        Method-specific settings, from the config's ``methods.<name>`` section: the
+        keyword parameters of the subclass's constructor (:meth:`setting_defaults`).
+        An unknown key raises :class:`SettingsError` naming it and its closest match.
     """
 
     name: ClassVar[str]
@@ -62,9 +70,96 @@ class ReconstructionMethod(abc.ABC):
     #: workflow gives each subject its own, so an interrupted fit resumes.
     checkpointed: ClassVar[bool] = False
 
+    #: Keys of a method's config section that the workflow reads rather than the
+    #: method (``method:`` names the implementation of an alias).
+    WORKFLOW_KEYS: ClassVar[tuple] = ("method",)
+
     def __init__(self, *, seed: int = 0, **params):
+        # Every setting a subclass knows is a keyword of its own constructor: whatever
+        # reaches here is unknown (a typo must not fall back to a default silently).
+        for key in params:
+            raise SettingsError(unknown_key_message(f"methods.{self.name}", key,
+                                                    self.setting_defaults()))
         self.seed = seed
-        self.params = params
+
+    @classmethod
+    def setting_defaults(cls) -> dict:
+        """Every setting of the method with its default: its keyword-only constructor
+        parameters besides ``seed`` (methods with a settings table override this)."""
+        return {name: p.default for name, p in inspect.signature(cls.__init__).parameters.items()
+                if p.kind is inspect.Parameter.KEYWORD_ONLY and name != "seed"}
+
+    #: The declared validation search of the method's training choices,
+    #: ``{setting: [values]}`` (see :mod:`fmrirecon.validation`); an entry's
+    #: ``validation.search`` replaces it.
+    VALIDATION_SEARCH: ClassVar[dict] = {}
+
+    @classmethod
+    def validation_search(cls, settings: dict) -> dict:
+        """The declared search for these settings (default :attr:`VALIDATION_SEARCH`)."""
+        return dict(cls.VALIDATION_SEARCH)
+
+    @classmethod
+    def ablation(cls, settings: dict) -> dict | None:
+        """Settings overrides of the method's own ablation (e.g. no cycles), or None.
+
+        The validation keeps the full model only if it beats this on held-out pairs.
+        """
+        return None
+
+    @classmethod
+    def validation_fit_settings(cls, settings: dict, search: dict) -> dict:
+        """Settings of the one validation fit that serves every candidate of ``search``
+        (default: ``settings``; e.g. selfsup also trains its ablation decoder)."""
+        return dict(settings)
+
+    def reconstruct_with(self, betas: np.ndarray, overrides: dict) -> np.ndarray | None:
+        """Images from ``betas`` as this model would draw them with ``overrides``, or
+        None when that needs another fit (the validation then refits)."""
+        return self.reconstruct(betas) if not overrides else None
+
+    @classmethod
+    def input_files(cls, settings: dict, locations: dict) -> dict:
+        """Files a config entry with ``settings`` needs beyond the betas, ``{parameter: path}``.
+
+        The workflow makes them inputs of its jobs and passes them as the parameters of
+        the same name, so each method says what it needs and no rule knows a method.
+        ``locations`` holds the workflow's places: ``features`` (folder of locally
+        trained networks), ``generator`` (the generator file), ``unpaired_sets`` and
+        ``unpaired_root`` (the config's procedural image sets and their folder). By
+        default, settings naming a procedural set (``unpaired:<name>``).
+        """
+        from ..procedural import procedural_settings
+
+        return procedural_settings(settings, locations["unpaired_sets"], locations["unpaired_root"])
+
+    @classmethod
+    def trained_network(cls, settings: dict) -> tuple[str, dict] | None:
+        """``(network, train_network settings)`` of a network the workflow trains for
+        this entry (the rule ``train_feature_network``), or None."""
+        return None
+
+    @classmethod
+    def check_settings(cls, settings: dict | None, where: str | None = None) -> None:
+        """Raise :class:`SettingsError` naming the first unknown key of ``settings``.
+
+        ``where`` names the config section in the message (default ``methods.<name>``).
+        The workflow calls this for every ``methods`` entry before any job runs.
+        """
+        where = where or f"methods.{cls.name}"
+        known = cls.setting_defaults()
+        for key, value in (settings or {}).items():
+            if key == "validation":
+                try:
+                    search = validation_settings(value, f"{where}['validation']")["search"] or {}
+                except ValueError as err:
+                    raise SettingsError(str(err)) from None
+                for setting in search:
+                    if setting not in known:
+                        raise SettingsError(unknown_key_message(
+                            f"{where}['validation']['search']", setting, known))
+            elif key not in known and key not in cls.WORKFLOW_KEYS:
+                raise SettingsError(unknown_key_message(where, key, known))
 
     @abc.abstractmethod
     def fit(self, betas: np.ndarray, images: np.ndarray,

@@ -22,9 +22,7 @@ class LatentReconstruction(ReconstructionMethod):
     ----------
     generator : path
         Generator file written by :func:`fmrirecon.generative.train_vaegan` (the
-        workflow passes the trained file, or ``weights`` when set).
-    weights : path, optional
-        Externally trained weights; used when ``generator`` is not given.
+        workflow passes the trained file, or the config's ``generator.weights``).
     alphas : list of float, optional
         Ridge penalties searched per latent dimension.
     n_folds : int
@@ -34,9 +32,6 @@ class LatentReconstruction(ReconstructionMethod):
     batch_size : int
         Images per forward pass.
     seed : int
-    **params
-        The other keys of ``methods.latent`` (generator training settings) are kept in
-        :attr:`params` and otherwise ignored here.
 
     Notes
     -----
@@ -48,10 +43,32 @@ class LatentReconstruction(ReconstructionMethod):
 
     name = "latent"
 
-    def __init__(self, *, generator=None, weights=None, alphas=None, n_folds: int = 5,
+    #: Settings of the generator's training, which has its own config section.
+    GENERATOR_KEYS = ("latent_dim", "base_channels", "epochs", "lr", "kl_weight",
+                      "feature_weight", "adv_weight", "flip", "checkpoint_every", "train_folder")
+
+    @classmethod
+    def input_files(cls, settings, locations):
+        """The generator it draws with."""
+        return {**super().input_files(settings, locations), "generator": locations["generator"]}
+
+    @classmethod
+    def check_settings(cls, settings, where=None):
+        """As :meth:`ReconstructionMethod.check_settings`; generator training keys are
+        named as such (they moved to the config's ``generator`` section)."""
+        moved = [key for key in settings or {} if key in cls.GENERATOR_KEYS]
+        if moved:
+            from .base import SettingsError
+
+            raise SettingsError(f"{where or 'methods.latent'}: {moved[0]!r} trains the generator; "
+                                f"it belongs in the config's generator section")
+        super().check_settings(settings, where)
+
+    def __init__(self, *, generator=None, alphas=None, n_folds: int = 5,
                  device: str = "auto", batch_size: int = 64, seed: int = 0, **params):
+        type(self).check_settings(params)
         super().__init__(seed=seed, **params)
-        self.generator = generator if generator is not None else weights
+        self.generator = generator
         self.alphas = DEFAULT_ALPHAS if alphas is None else np.asarray(alphas, dtype=np.float64)
         self.n_folds = n_folds
         self.device = device
@@ -59,7 +76,7 @@ class LatentReconstruction(ReconstructionMethod):
 
     # -- the networks -----------------------------------------------------------------
     def _device(self):
-        from ..devices import select_device
+        from ..torchkit import select_device
 
         return select_device(self.device)
 
@@ -111,14 +128,18 @@ class LatentReconstruction(ReconstructionMethod):
         from ..generative.vaegan import _read
 
         if self.generator is None:
-            raise ValueError("methods.latent: no generator file (set 'generator' or 'weights')")
+            raise ValueError("methods.latent.generator: no generator file (the workflow trains "
+                             "one, or set the config's generator.weights)")
         data = _read(self.generator)
         cfg = dict(data["config"])
-        shape = (cfg["image_size"], cfg["image_size"], cfg["channels"])
-        if tuple(images.shape[1:]) != shape:
+        if images.shape[-1] != cfg["channels"] or images.shape[1] > cfg["image_size"]:
             raise ValueError(
-                f"{self.generator}: generator draws {shape} images but the stimuli are "
-                f"{tuple(images.shape[1:])}; set images.size/channels to match or retrain it")
+                f"{self.generator}: generator draws {cfg['image_size']} px images with "
+                f"{cfg['channels']} channel(s) but the stimuli are {tuple(images.shape[1:])}; "
+                f"set images.size/channels to match or retrain it")
+        # A generator at a larger side (4 * 2**k, e.g. 16 for 10 px patches) reads and
+        # draws resized images.
+        self.image_shape_ = tuple(images.shape[1:])
         self.generator_config_ = cfg
         for which in ("decoder", "encoder"):
             buffer = io.BytesIO()
@@ -127,7 +148,7 @@ class LatentReconstruction(ReconstructionMethod):
         self._decoder_net = self._encoder_net = None
 
         self.train_latents_ = self.encode_targets(images)
-        self.decoder_ = RidgeDecoder(self.alphas, self.n_folds, seed=self.seed)
+        self.decoder_ = RidgeDecoder(self.alphas, self.n_folds, device=self.device, seed=self.seed)
         self.decoder_.fit(betas, self.train_latents_, groups=groups)
         return self
 
@@ -135,7 +156,9 @@ class LatentReconstruction(ReconstructionMethod):
         """Encoder means of ``images`` (n, H, W, C): the true latents, (n, latent_dim)."""
         from ..generative.vaegan import encode
 
-        return encode(self._encoder(), np.asarray(images, dtype=np.float32), self.batch_size)
+        side = self.generator_config_["image_size"]
+        return encode(self._encoder(), _resized(np.asarray(images, dtype=np.float32), side),
+                      self.batch_size)
 
     def extra_metrics(self, data):
         """Pairwise identification in latent space and attribute decoding.
@@ -178,4 +201,19 @@ class LatentReconstruction(ReconstructionMethod):
         """Images (n, H, W, C) in [0, 1] drawn by the generator from ``latents``."""
         from ..generative.vaegan import decode
 
-        return np.clip(decode(self._decoder(), latents, self.batch_size), 0, 1)
+        drawn = decode(self._decoder(), latents, self.batch_size)
+        side = getattr(self, "image_shape_", drawn.shape[1:])[0]
+        return np.clip(_resized(drawn, side), 0, 1)
+
+
+def _resized(images: np.ndarray, side: int) -> np.ndarray:
+    """Images (n, H, W, C) resized to (n, side, side, C) (bilinear; antialiased down)."""
+    if images.shape[1] == side:
+        return images
+    import torch
+    from torch.nn import functional as F
+
+    x = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
+    x = F.interpolate(x, size=(side, side), mode="bilinear", align_corners=False,
+                      antialias=side < images.shape[1])
+    return x.numpy().transpose(0, 2, 3, 1).astype(np.float32)

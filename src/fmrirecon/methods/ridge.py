@@ -23,20 +23,25 @@ class PixelRidgeReconstruction(ReconstructionMethod):
         Ridge penalties searched (per pixel, by :class:`~fmrirecon.decoding.RidgeDecoder`).
     n_folds : int
         Cross-validation folds for the penalty (whole runs left out when given).
+    device : str
+        Where the ridge solver runs (``"auto"``: a GPU when visible).
     seed : int
     """
 
     name = "ridge"
 
-    def __init__(self, *, alphas=None, n_folds: int = 5, seed: int = 0, **params):
+    def __init__(self, *, alphas=None, n_folds: int = 5, device: str = "auto", seed: int = 0,
+                 **params):
         super().__init__(seed=seed, **params)
         self.alphas = DEFAULT_ALPHAS if alphas is None else np.asarray(alphas)
         self.n_folds = n_folds
+        self.device = device
 
     def fit(self, betas, images, groups=None):
         """Fit one ridge map per pixel (and channel) of ``images``."""
         self.image_shape_ = images.shape[1:]
-        self.decoder_ = RidgeDecoder(self.alphas, self.n_folds, seed=self.seed)
+        self.decoder_ = RidgeDecoder(self.alphas, self.n_folds, device=getattr(self, "device", "auto"),
+                                     seed=self.seed)
         self.decoder_.fit(betas, images.reshape(len(images), -1), groups=groups)
         return self
 
