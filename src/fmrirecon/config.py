@@ -33,3 +33,29 @@ def check_config(config: dict, schema_path: str | Path) -> None:
                 hint = f" (did you mean {close[0]!r}?)" if close else ""
                 raise ConfigError(f"{where}: unknown key {extra[0]!r}{hint}")
         raise ConfigError(f"{where}: {error.message}")
+
+
+def fill_defaults(config: dict, schema_path: str | Path) -> dict:
+    """Set, in place, every default the schema declares for a key ``config`` leaves out.
+
+    ``snakemake.utils.validate`` does this too, but skips it inside cluster jobs
+    (``--mode remote``) on the assumption that the jobs see the main process's config;
+    they see only the config files named on the command line, so a job would miss every
+    default. Call :func:`check_config` first: defaults are filled only where the config
+    has the schema's shape.
+    """
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    base = jsonschema.Draft202012Validator
+    check_properties = base.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, subschema):
+        if validator.is_type(instance, "object"):
+            for key, spec in properties.items():
+                if "default" in spec:
+                    instance.setdefault(key, spec["default"])
+        yield from check_properties(validator, properties, instance, subschema)
+
+    filling = jsonschema.validators.extend(base, {"properties": set_defaults})
+    for _ in filling(schema).iter_errors(config):
+        pass  # check_config reported errors; here the walk only fills defaults
+    return config

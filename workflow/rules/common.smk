@@ -8,12 +8,12 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pandas as pd
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version
 from snakemake_interface_executor_plugins.settings import DeploymentMethod
 
 from fmrirecon.bids import (BIDSInputError, MANIFEST_COLUMNS, design_settings, manifest_from_plan,
                             read_manifest, run_splits, stimuli_spec, write_manifest)
-from fmrirecon.config import ConfigError, check_config
+from fmrirecon.config import ConfigError, check_config, fill_defaults
 from fmrirecon.paths import bids_name, bids_path
 from fmrirecon.preflight import check_bids_study
 from fmrirecon.preprocess import derivative_files
@@ -43,7 +43,9 @@ try:
     check_config(config, SCHEMA)  # one-line message naming the bad key
 except ConfigError as _error:
     stop(_error)
-validate(config, SCHEMA)  # fills the defaults
+# Defaults filled here, not by snakemake.utils.validate: that skips cluster jobs, which
+# see only the config files named on the command line.
+fill_defaults(config, SCHEMA)
 
 
 wildcard_constraints:
