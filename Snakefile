@@ -8,9 +8,11 @@ from pathlib import Path
 # then that file alone, over the schema's defaults, is the whole configuration.
 if not workflow.config_settings.configfiles:
     if not Path("config.yaml").is_file():
-        sys.exit(f"Error: no config: {Path.cwd() / 'config.yaml'} not found; run from the repository "
-                 "(the built-in demo) or name your study's config with --configfile my_study.yaml "
-                 "(README, 'Your own data')")
+        sys.exit(
+            f"Error: no config: {Path.cwd() / 'config.yaml'} not found; run from the repository "
+            "(the built-in demo) or name your study's config with --configfile my_study.yaml "
+            "(README, 'Your own data')"
+        )
 
     configfile: "config.yaml"
 
@@ -41,7 +43,7 @@ localrules:
 
 
 rule all:
+    default_target: True
     input:
         rules.derivatives_description.output,
         REPORT / "index.html",
-    default_target: True

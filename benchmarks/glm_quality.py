@@ -218,7 +218,8 @@ def main(argv=None):
             cost_rows.append({"subject": s, "glm": method, **cost})
             betas = read_betas(f"{prefix}_betas.h5", f"{prefix}_trials.tsv")
             if method == "lsa":
-                rows.append({"subject": s, "betas": "nilearn lsa", **quality(betas.betas, betas.trials, betas.voxel_ijk, truth)})
+                rows.append({"subject": s, "betas": "nilearn lsa",
+                             **quality(betas.betas, betas.trials, betas.voxel_ijk, truth)})
             else:
                 steps = np.load(f"{prefix}_steps.npz")
                 for step in ("lsa", "p_hrf", "p_denoise", "p_ridge"):

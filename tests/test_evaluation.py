@@ -146,7 +146,7 @@ def test_identification_nway_matches_exact_probability():
     n, n_way = 8, 4
     sim = rng.standard_normal((n, n))
     lower = (sim < np.diag(sim)[:, None]).sum(axis=1)
-    exact = np.array([math.comb(int(l), n_way - 1) / math.comb(n - 1, n_way - 1) for l in lower])
+    exact = np.array([math.comb(int(k), n_way - 1) / math.comb(n - 1, n_way - 1) for k in lower])
     brute = np.array([
         np.mean([sim[i, i] > sim[i, list(d)].max()
                  for d in combinations([j for j in range(n) if j != i], n_way - 1)])

@@ -70,7 +70,8 @@ def _labels(idx):
 def test_mat_v5_flattened_column_major(tmp_path):
     study = _study()
     # MATLAB style: images flattened column-major, labels as column vectors
-    flat = lambda idx: np.stack([study["pool"][i].ravel(order="F") for i in idx])
+    def flat(idx):
+        return np.stack([study["pool"][i].ravel(order="F") for i in idx])
     path = tmp_path / "data.mat"
     sio.savemat(path, {"Xtr": study["train"], "Xte": study["test"], "Str": flat(study["train_idx"]),
                        "Ste": flat(study["test_idx"]), "Ltr": _labels(study["train_idx"]),
@@ -163,7 +164,8 @@ def test_errors_name_file_and_keys(tmp_path):
              Ste=study["pool"][study["test_idx"]][:-1], flat=np.zeros((24, 35)))
     base = dict(file=str(path), train_responses="Xtr", test_responses="Xte",
                 train_stimuli="Str", test_stimuli="Ste")
-    run = lambda **kw: import_betas({**base, **kw}, tmp_path / "b.h5", tmp_path / "t.tsv", tmp_path / "s")
+    def run(**kw):
+        return import_betas({**base, **kw}, tmp_path / "b.h5", tmp_path / "t.tsv", tmp_path / "s")
     with pytest.raises(ValueError, match=r"data\.npz: no dataset 'fmriTrn' \(betas\.train_responses\); "
                                          r"the file has: Ste, Str, Xte, Xtr, flat"):
         run(train_responses="fmriTrn")

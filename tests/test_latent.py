@@ -74,7 +74,8 @@ def test_attribute_accuracy_on_decoded_latents():
     train = rng.standard_normal((300, 10))
     test_true = rng.standard_normal((60, 10))
     test_decoded = test_true + 0.3 * rng.standard_normal(test_true.shape)
-    label = lambda z: (z @ w > 0).astype(int)
+    def label(z):
+        return (z @ w > 0).astype(int)
     result = attribute_accuracy(train, label(train), test_decoded, label(test_true), n_boot=500)
     assert result["accuracy"] > 0.8 and result["ci_low"] <= result["accuracy"] <= result["ci_high"]
     assert 0.5 <= result["chance"] < 0.8 and result["n_test"] == 60

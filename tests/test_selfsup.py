@@ -66,7 +66,8 @@ def test_backbone_encoder_recovers_voxels_tuned_to_a_deep_layer(tmp_path, data):
     model.save(tmp_path / "model.pkl")
     again = SelfSupervisedReconstruction.load(tmp_path / "model.pkl")
     np.testing.assert_allclose(again.predict_betas(images[test]), pred, atol=1e-5)
-    with pytest.raises(ValueError, match="encoder_backbone: null, 'auto' or one of pixel, gabor, perceptual, got 'vgg'"):
+    expected = "encoder_backbone: null, 'auto' or one of pixel, gabor, perceptual, got 'vgg'"
+    with pytest.raises(ValueError, match=expected):
         SelfSupervisedReconstruction(encoder_backbone="vgg", encoder_epochs=1, decoder_epochs=0,
                                      **TINY).fit(noisy[train], images[train])
 

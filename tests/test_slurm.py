@@ -14,7 +14,6 @@ FMRIRECON_SLURM_TESTS=1, and then fails (not skips) when SLURM cannot be set up.
 
 import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -222,8 +221,8 @@ def slurm_run(slurm, tmp_path_factory):
 
 def _submissions(log):
     """(snakemake job id, SLURM job id, rule, wildcards) of every sbatch submission."""
-    found = re.findall(r"Job (\d+) has been submitted with SLURM jobid (\d+) \(log: \S*/rule_(\w+?)/(?:(\S*)/)?\d+\.log\)",
-                       log)
+    submitted = r"Job (\d+) has been submitted with SLURM jobid (\d+) \(log: \S*/rule_(\w+?)/(?:(\S*)/)?\d+\.log\)"
+    found = re.findall(submitted, log)
     return [(int(j), int(s), rule, wc) for j, s, rule, wc in found]
 
 

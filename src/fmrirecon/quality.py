@@ -36,7 +36,8 @@ BOLD_FIGURES = {
     "brain": "Mean EPI of the first run with the brain mask (red) and the selected voxels (green).",
     "reliability": "Split-half reliability of each voxel over the mean EPI; green: the selected voxels.",
     "noiseceiling": "Noise ceiling (% of variance explainable, NSD definition) over the mean EPI.",
-    "histograms": "Reliability, noise ceiling and single-trial partial R2 (variance left by confounds and drifts that the trials explain) of every voxel; selected voxels in green.",
+    "histograms": ("Reliability, noise ceiling and single-trial partial R2 (variance left by confounds and "
+                   "drifts that the trials explain) of every voxel; selected voxels in green."),
     "motion": "Framewise displacement and translations of every run (fMRIPrep confounds).",
     "design": "The single-trial (LSA) design matrix of the first training run.",
 }

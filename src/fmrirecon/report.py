@@ -316,7 +316,8 @@ def _table_rows(metrics: pd.DataFrame, columns, split: str) -> list[dict]:
                 cells.append({"text": _ci(r), "cls": "beats" if beats else ""})
                 for b in BASELINES:
                     if base[b].empty:
-                        text = f"{_fmt(r['chance'])} (chance)" if b == "shuffled" and metric in ("ident2", "nway") else ""
+                        is_chance = b == "shuffled" and metric in ("ident2", "nway")
+                        text = f"{_fmt(r['chance'])} (chance)" if is_chance else ""
                     else:
                         text = _ci(base[b].iloc[0])
                     sub[b].append({"text": text, "cls": ""})

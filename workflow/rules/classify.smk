@@ -12,16 +12,16 @@ rule classify:
     output:
         per_item=out_file("eval", "classification", ".tsv", subject="{subject}", desc=CLASSIFY["classifier"]),
         summary=out_file("eval", "classification", ".json", subject="{subject}", desc=CLASSIFY["classifier"]),
+    log:
+        job_file(LOGS, "classify", ".log", subject="{subject}"),
+    benchmark:
+        job_file(BENCHMARKS, "classify", ".tsv", subject="{subject}")
+    conda:
+        "../../envs/fmri.yaml"
     params:
         stimuli=stimuli_folder,
         settings=CLASSIFY,
         seed=config["seed"],
         n_boot=config["evaluation"]["n_boot"],
-    log:
-        job_file(LOGS, "classify", ".log", subject="{subject}"),
-    benchmark:
-        job_file(BENCHMARKS, "classify", ".tsv", subject="{subject}"),
-    conda:
-        "../../envs/fmri.yaml"
     script:
         "../scripts/classify.py"

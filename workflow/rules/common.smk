@@ -11,8 +11,16 @@ import pandas as pd
 from snakemake.utils import min_version
 from snakemake_interface_executor_plugins.settings import DeploymentMethod
 
-from fmrirecon.bids import (BIDSInputError, MANIFEST_COLUMNS, design_settings, manifest_from_plan,
-                            read_manifest, run_splits, stimuli_spec, write_manifest)
+from fmrirecon.bids import (
+    BIDSInputError,
+    MANIFEST_COLUMNS,
+    design_settings,
+    manifest_from_plan,
+    read_manifest,
+    run_splits,
+    stimuli_spec,
+    write_manifest,
+)
 from fmrirecon.config import ConfigError, check_config, fill_defaults
 from fmrirecon.paths import bids_name, bids_path
 from fmrirecon.preflight import check_bids_study
@@ -26,9 +34,9 @@ min_version("9.0")
 # Jobs import the checked-out library, also inside conda environments (envs/), which
 # hold its dependencies but not the library itself. Jobs inherit this environment,
 # sbatch included (--export=ALL by default).
-os.environ.update(PYTHONPATH=os.pathsep.join(
-    p for p in (str(Path(workflow.basedir) / "src"), os.environ.get("PYTHONPATH")) if p
-))
+os.environ.update(
+    PYTHONPATH=os.pathsep.join(p for p in (str(Path(workflow.basedir) / "src"), os.environ.get("PYTHONPATH")) if p)
+)
 
 
 def stop(error):
@@ -95,8 +103,9 @@ if IMPORTED:
             try:
                 _results = Path(config["results_dir"]).resolve()
                 _problems = check_nsd(NSD_SPEC)
-                if NSD_SPEC["root"] and (_results == Path(NSD_SPEC["root"]).resolve()
-                                         or Path(NSD_SPEC["root"]).resolve() in _results.parents):
+                if NSD_SPEC["root"] and (
+                    _results == Path(NSD_SPEC["root"]).resolve() or Path(NSD_SPEC["root"]).resolve() in _results.parents
+                ):
                     _problems.add(RESULTS, "results_dir is inside nsd.root; choose a folder outside the dataset")
                 _problems.raise_if_any()
             except BIDSInputError as _error:
@@ -141,7 +150,8 @@ else:
         # what pre-flight said (counts per split, warnings such as test images shown in
         # training under design.allow_test_in_train), for the report
         (RESULTS / "preflight.json").write_text(
-            json.dumps({"lines": _checked.lines, "warnings": _checked.warnings}, indent=2) + "\n")
+            json.dumps({"lines": _checked.lines, "warnings": _checked.warnings}, indent=2) + "\n"
+        )
     else:
         MANIFEST = read_manifest(_manifest_path)
         TRIALS = pd.read_csv(_design_path, sep="\t", dtype=str, keep_default_na=False)
@@ -169,10 +179,7 @@ if not config["methods"] and not config["classify"]["label"]:
 # pre-flight checked its splits per subject).
 for _split in ("train", "test") if config["methods"] and SIMULATED else ():
     if not MANIFEST["task"].isin(SPLIT_TASKS[_split]).any():
-        stop(ValueError(
-            f"config['design']['{_split}_tasks']: none of {SPLIT_TASKS[_split]} "
-            f"is a task of {BIDS}"
-        ))
+        stop(ValueError(f"config['design']['{_split}_tasks']: none of {SPLIT_TASKS[_split]} " f"is a task of {BIDS}"))
 if IMPORTED:
     EVAL_SPLITS = ["test"]
 elif SIMULATED:
@@ -188,6 +195,7 @@ for _name in METHODS:
     except (ValueError, KeyError) as _error:
         # a settings error names its key already; an unknown implementation does not
         stop(_error if str(_error).startswith("config[") else ValueError(f"config['methods'][{_name!r}]: {_error}"))
+
 
 # Every run by its derivatives path without suffix (the {runpath} wildcard).
 def run_path(row):
@@ -229,11 +237,21 @@ def glm_runs(subject):
     runs = []
     for r in runs_of(subject).to_dict("records"):
         paths = preproc_files(r)
-        runs.append(dict(bold=str(paths["bold"]), mask=str(paths["mask"]),
-                         confounds=str(paths["confounds"]), events=r["events"],
-                         task=r["task"], run=int(r["run"]) if r["run"] else 1,
-                         session=r["session"], tr=float(r["tr"]),
-                         splits=run_splits(r, DESIGN), design=DESIGN, stimuli=STIM_SPEC))
+        runs.append(
+            dict(
+                bold=str(paths["bold"]),
+                mask=str(paths["mask"]),
+                confounds=str(paths["confounds"]),
+                events=r["events"],
+                task=r["task"],
+                run=int(r["run"]) if r["run"] else 1,
+                session=r["session"],
+                tr=float(r["tr"]),
+                splits=run_splits(r, DESIGN),
+                design=DESIGN,
+                stimuli=STIM_SPEC,
+            )
+        )
     return runs
 
 
@@ -280,8 +298,10 @@ def denoised_maps():
 def betas_files(subject):
     """The single-trial betas of one subject (from the GLM, or imported)."""
     label = "imported" if IMPORTED else config["glm"]["method"]
-    return {"betas": str(out_file("func", "betas", ".h5", subject=subject, desc=label)),
-            "trials": str(out_file("func", "trials", ".tsv", subject=subject, desc=label))}
+    return {
+        "betas": str(out_file("func", "betas", ".h5", subject=subject, desc=label)),
+        "trials": str(out_file("func", "trials", ".tsv", subject=subject, desc=label)),
+    }
 
 
 def method_settings(method):

@@ -13,6 +13,15 @@ rule decode:
         history=out_file("recon", "curves", ".tsv", subject="{subject}", desc="{method}"),
         # the settings validation on held-out training pairs chose, and the guards
         validation=out_file("recon", "validation", ".json", subject="{subject}", desc="{method}"),
+    log:
+        job_file(LOGS, "decode", ".log", subject="{subject}", desc="{method}"),
+    benchmark:
+        job_file(BENCHMARKS, "decode", ".tsv", subject="{subject}", desc="{method}")
+    conda:
+        "../../envs/torch.yaml"
+    threads: 2
+    resources:
+        gpu=1,
     params:
         stimuli=stimuli_folder,
         settings=method_parameters,
@@ -20,14 +29,5 @@ rule decode:
         seed=config["seed"],
         unpaired_splits=config["unpaired"]["betas"],
         work_dir=lambda wc: out_file("recon", "checkpoints", subject=wc.subject, desc=wc.method),
-    threads: 2
-    resources:
-        gpu=1,
-    log:
-        job_file(LOGS, "decode", ".log", subject="{subject}", desc="{method}"),
-    benchmark:
-        job_file(BENCHMARKS, "decode", ".tsv", subject="{subject}", desc="{method}"),
-    conda:
-        "../../envs/torch.yaml"
     script:
         "../scripts/decode.py"

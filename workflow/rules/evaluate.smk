@@ -12,17 +12,17 @@ rule evaluate:
     output:
         metrics=out_file("eval", "metrics", ".tsv", subject="{subject}", desc="{method}{split}"),
         summary=out_file("eval", "summary", ".json", subject="{subject}", desc="{method}{split}"),
+    log:
+        job_file(LOGS, "evaluate", ".log", subject="{subject}", desc="{method}{split}"),
+    benchmark:
+        job_file(BENCHMARKS, "evaluate", ".tsv", subject="{subject}", desc="{method}{split}")
+    conda:
+        "../../envs/fmri.yaml"
     params:
         stimuli=stimuli_folder,
         settings=config["evaluation"],
         images=config["images"],
         seed=config["seed"],
-    log:
-        job_file(LOGS, "evaluate", ".log", subject="{subject}", desc="{method}{split}"),
-    benchmark:
-        job_file(BENCHMARKS, "evaluate", ".tsv", subject="{subject}", desc="{method}{split}"),
-    conda:
-        "../../envs/fmri.yaml"
     script:
         "../scripts/evaluate.py"
 
@@ -37,6 +37,13 @@ rule field_metrics:
     output:
         metrics=out_file("eval", "fieldmetrics", ".tsv", subject="{subject}", desc="{split}"),
         summary=out_file("eval", "fieldmetrics", ".json", subject="{subject}", desc="{split}"),
+    log:
+        job_file(LOGS, "field_metrics", ".log", subject="{subject}", desc="{split}"),
+    benchmark:
+        job_file(BENCHMARKS, "field_metrics", ".tsv", subject="{subject}", desc="{split}")
+    conda:
+        "../../envs/torch.yaml"
+    threads: 1
     params:
         stimuli=stimuli_folder,
         methods=METHODS,
@@ -44,12 +51,5 @@ rule field_metrics:
         n_boot=config["evaluation"]["n_boot"],
         images=config["images"],
         seed=config["seed"],
-    threads: 1
-    log:
-        job_file(LOGS, "field_metrics", ".log", subject="{subject}", desc="{split}"),
-    benchmark:
-        job_file(BENCHMARKS, "field_metrics", ".tsv", subject="{subject}", desc="{split}"),
-    conda:
-        "../../envs/torch.yaml"
     script:
         "../scripts/field_metrics.py"

@@ -23,22 +23,22 @@ rule train_feature_network:
     output:
         weights=FEATURES / "{network}_weights.pt",
         provenance=FEATURES / "{network}_weights.pt.json",
-    params:
-        settings=lambda wc: {
-            **network_training(config["methods"], wc.network),
-            "folder": str(resolve_folder(
-                network_training(config["methods"], wc.network)["folder"], UNPAIRED_SETS, UNPAIRED
-            )),
-        },
-        seed=config["seed"],
-    threads: 2
-    resources:
-        gpu=1,
     log:
         LOGS / "train_feature_network" / "{network}.log",
     benchmark:
-        BENCHMARKS / "train_feature_network" / "{network}.tsv",
+        BENCHMARKS / "train_feature_network" / "{network}.tsv"
     conda:
         "../../envs/torch.yaml"
+    threads: 2
+    resources:
+        gpu=1,
+    params:
+        settings=lambda wc: {
+            **network_training(config["methods"], wc.network),
+            "folder": str(
+                resolve_folder(network_training(config["methods"], wc.network)["folder"], UNPAIRED_SETS, UNPAIRED)
+            ),
+        },
+        seed=config["seed"],
     script:
         "../scripts/train_feature_network.py"

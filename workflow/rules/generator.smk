@@ -8,11 +8,7 @@ if isinstance(_TRAIN_FOLDERS, str):
 _TRAIN_FOLDERS = [resolve_folder(folder, UNPAIRED_SETS, UNPAIRED) for folder in _TRAIN_FOLDERS]
 
 # The generator file the methods use: external weights skip training.
-GENERATOR = (
-    Path(GENERATOR_SETTINGS["weights"])
-    if GENERATOR_SETTINGS["weights"]
-    else OUT / "generator" / "generator.pt"
-)
+GENERATOR = Path(GENERATOR_SETTINGS["weights"]) if GENERATOR_SETTINGS["weights"] else OUT / "generator" / "generator.pt"
 
 
 # Imported betas keep their images per subject: the generator learns from the first's.
@@ -26,27 +22,31 @@ rule train_generator:
     output:
         model=OUT / "generator" / "generator.pt",
         curves=OUT / "generator" / "generator_curves.tsv",
+    log:
+        LOGS / "train_generator.log",
+    benchmark:
+        BENCHMARKS / "train_generator.tsv"
+    conda:
+        "../../envs/torch.yaml"
+    threads: 2
+    resources:
+        gpu=1,
     params:
         settings={k: v for k, v in GENERATOR_SETTINGS.items() if k not in ("weights", "train_folder")},
         images=config["images"],
         seed=config["seed"],
-    threads: 2
-    resources:
-        gpu=1,
-    log:
-        LOGS / "train_generator.log",
-    benchmark:
-        BENCHMARKS / "train_generator.tsv",
-    conda:
-        "../../envs/torch.yaml"
     script:
         "../scripts/train_generator.py"
 
 
 # The files each method needs (a trained network, this generator, a procedural image
 # set): the methods declare them (ReconstructionMethod.input_files), at these places.
-METHOD_LOCATIONS = {"features": FEATURES, "generator": GENERATOR,
-                    "unpaired_sets": UNPAIRED_SETS, "unpaired_root": UNPAIRED}
+METHOD_LOCATIONS = {
+    "features": FEATURES,
+    "generator": GENERATOR,
+    "unpaired_sets": UNPAIRED_SETS,
+    "unpaired_root": UNPAIRED,
+}
 for _implementation in IMPLEMENTATIONS:
     METHOD_FILES.setdefault(_implementation, []).append(
         lambda settings, implementation=_implementation: get_method(implementation).input_files(
@@ -56,9 +56,7 @@ for _implementation in IMPLEMENTATIONS:
 
 # When a configured method draws with the trained generator, its training curves go into
 # the report.
-_USES_GENERATOR = any(
-    GENERATOR in method_files(SimpleNamespace(method=m)).values() for m in METHODS
-)
+_USES_GENERATOR = any(GENERATOR in method_files(SimpleNamespace(method=m)).values() for m in METHODS)
 GENERATOR_CURVES = (
     [rules.train_generator.output.curves] if _USES_GENERATOR and not GENERATOR_SETTINGS["weights"] else []
 )

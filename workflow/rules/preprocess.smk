@@ -1,7 +1,11 @@
 # Preprocessing to fMRIPrep-named derivatives: built-in light, fMRIPrep, or precomputed.
 if PREP_METHOD == "light":
     if config["preprocess"]["space"]:
-        stop(ValueError("config['preprocess']['space']: light preprocessing stays in the native BOLD space; set it to null"))
+        stop(
+            ValueError(
+                "config['preprocess']['space']: light preprocessing stays in the native BOLD space; set it to null"
+            )
+        )
 
     rule bold_reference:
         input:
@@ -11,7 +15,7 @@ if PREP_METHOD == "light":
         log:
             job_file(LOGS, "bold_reference", ".log", subject="{subject}"),
         benchmark:
-            job_file(BENCHMARKS, "bold_reference", ".tsv", subject="{subject}"),
+            job_file(BENCHMARKS, "bold_reference", ".tsv", subject="{subject}")
         conda:
             "../../envs/fmri.yaml"
         script:
@@ -31,7 +35,7 @@ if PREP_METHOD == "light":
         log:
             LOGS / "preprocess_light" / "{runpath}.log",
         benchmark:
-            BENCHMARKS / "preprocess_light" / "{runpath}.tsv",
+            BENCHMARKS / "preprocess_light" / "{runpath}.tsv"
         conda:
             "../../envs/fmri.yaml"
         script:
@@ -48,40 +52,50 @@ elif PREP_METHOD == "fmriprep" and config["preprocess"]["fmriprep"]["engine"] ==
         # Apptainer sees only the working directory and what --apptainer-args binds:
         # say so now rather than after the image is pulled and the job has failed.
         _unbound = unbound_paths(
-            [p for p in (BIDS, PREP, _FMRIPREP_WORK, _FMRIPREP["fs_license"],
-                         _FMRIPREP["templateflow_home"]) if p],
-            workflow.deployment_settings.apptainer_args, Path.cwd(),
+            [p for p in (BIDS, PREP, _FMRIPREP_WORK, _FMRIPREP["fs_license"], _FMRIPREP["templateflow_home"]) if p],
+            workflow.deployment_settings.apptainer_args,
+            Path.cwd(),
         )
         if _unbound:
-            stop(ValueError(
-                "config['preprocess']['fmriprep']: the fMRIPrep container would not see "
-                f"{', '.join(map(str, _unbound))}; add --apptainer-args "
-                f"\"--bind {','.join(map(str, _unbound))}\""
-            ))
+            stop(
+                ValueError(
+                    "config['preprocess']['fmriprep']: the fMRIPrep container would not see "
+                    f"{', '.join(map(str, _unbound))}; add --apptainer-args "
+                    f"\"--bind {','.join(map(str, _unbound))}\""
+                )
+            )
 
     rule fmriprep:
         input:
             bold=lambda wc: list(runs_of(wc.subject)["bold"]),
         output:
             directory(PREP / "sub-{subject}"),
-        params:
-            command=lambda wc, threads, resources: shlex.join(fmriprep_command(
-                _FMRIPREP, BIDS, PREP, _FMRIPREP_WORK, wc.subject,
-                space=config["preprocess"]["space"], nthreads=threads, mem_mb=resources.mem_mb,
-                # built before any job runs: a simulated dataset does not exist yet
-                require_dataset=not SIMULATED,
-            )),
-            folders=[PREP, _FMRIPREP_WORK],
+        log:
+            job_file(LOGS, "fmriprep", ".log", subject="{subject}"),
+        benchmark:
+            job_file(BENCHMARKS, "fmriprep", ".tsv", subject="{subject}")
+        container:
+            container_image(_FMRIPREP)
         threads: _FMRIPREP["nthreads"]
         resources:
             mem_mb=_FMRIPREP["mem_mb"],
             runtime=24 * 60,
-        log:
-            job_file(LOGS, "fmriprep", ".log", subject="{subject}"),
-        benchmark:
-            job_file(BENCHMARKS, "fmriprep", ".tsv", subject="{subject}"),
-        container:
-            container_image(_FMRIPREP)
+        params:
+            command=lambda wc, threads, resources: shlex.join(
+                fmriprep_command(
+                    _FMRIPREP,
+                    BIDS,
+                    PREP,
+                    _FMRIPREP_WORK,
+                    wc.subject,
+                    space=config["preprocess"]["space"],
+                    nthreads=threads,
+                    mem_mb=resources.mem_mb,
+                    # built before any job runs: a simulated dataset does not exist yet
+                    require_dataset=not SIMULATED,
+                )
+            ),
+            folders=[PREP, _FMRIPREP_WORK],
         shell:
             "mkdir -p {params.folders:q} && {params.command} > {log:q} 2>&1"
 
@@ -93,21 +107,21 @@ elif PREP_METHOD == "fmriprep":
             bold=lambda wc: list(runs_of(wc.subject)["bold"]),
         output:
             directory(PREP / "sub-{subject}"),
+        log:
+            job_file(LOGS, "fmriprep", ".log", subject="{subject}"),
+        benchmark:
+            job_file(BENCHMARKS, "fmriprep", ".tsv", subject="{subject}")
+        conda:
+            "../../envs/fmri.yaml"
+        threads: config["preprocess"]["fmriprep"]["nthreads"]
+        resources:
+            mem_mb=config["preprocess"]["fmriprep"]["mem_mb"],
+            runtime=24 * 60,
         params:
             bids_dir=BIDS,
             out_dir=PREP,
             work_dir=RESULTS / "work" / "fmriprep",
             settings=config["preprocess"]["fmriprep"],
             space=config["preprocess"]["space"],
-        threads: config["preprocess"]["fmriprep"]["nthreads"]
-        resources:
-            mem_mb=config["preprocess"]["fmriprep"]["mem_mb"],
-            runtime=24 * 60,
-        log:
-            job_file(LOGS, "fmriprep", ".log", subject="{subject}"),
-        benchmark:
-            job_file(BENCHMARKS, "fmriprep", ".tsv", subject="{subject}"),
-        conda:
-            "../../envs/fmri.yaml"
         script:
             "../scripts/fmriprep.py"

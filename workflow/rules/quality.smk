@@ -11,7 +11,6 @@ rule quality:
         **betas_files("{subject}"),
         voxels=rules.select_voxels.output[0],
     output:
-        summary=out_file("figures", "", ".json", subject="{subject}", desc="quality"),
         **{
             key: report(
                 out_file("figures", "quality", ".png", subject="{subject}", desc=key),
@@ -22,18 +21,24 @@ rule quality:
             )
             for key in QUALITY_FIGURES
         },
+        summary=out_file("figures", "", ".json", subject="{subject}", desc="quality"),
+    log:
+        job_file(LOGS, "quality", ".log", subject="{subject}"),
+    benchmark:
+        job_file(BENCHMARKS, "quality", ".tsv", subject="{subject}")
+    conda:
+        "../../envs/fmri.yaml"
     params:
         runs=lambda wc: [] if IMPORTED else glm_runs(wc.subject),
         glm=config["glm"],
         # tasks of the runs that hold training trials (by task, session or events column)
-        train_tasks=lambda wc: [] if IMPORTED else sorted(
-            {r["task"] for r in runs_of(wc.subject).to_dict("records") if "train" in run_splits(r, DESIGN)}),
+        train_tasks=lambda wc: (
+            []
+            if IMPORTED
+            else sorted(
+                {r["task"] for r in runs_of(wc.subject).to_dict("records") if "train" in run_splits(r, DESIGN)}
+            )
+        ),
         figures=QUALITY_FIGURES,
-    log:
-        job_file(LOGS, "quality", ".log", subject="{subject}"),
-    benchmark:
-        job_file(BENCHMARKS, "quality", ".tsv", subject="{subject}"),
-    conda:
-        "../../envs/fmri.yaml"
     script:
         "../scripts/quality.py"

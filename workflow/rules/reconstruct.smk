@@ -18,19 +18,19 @@ rule reconstruct:
             subcategory="{method}",
             labels={"subject": "{subject}", "method": "{method}", "split": "{split}"},
         ),
+    log:
+        job_file(LOGS, "reconstruct", ".log", subject="{subject}", desc="{method}{split}"),
+    benchmark:
+        job_file(BENCHMARKS, "reconstruct", ".tsv", subject="{subject}", desc="{method}{split}")
+    conda:
+        "../../envs/torch.yaml"
+    threads: 1
+    resources:
+        gpu=1,
     params:
         stimuli=stimuli_folder,
         images=config["images"],
         seed=config["seed"],
-    threads: 1
-    resources:
-        gpu=1,
-    log:
-        job_file(LOGS, "reconstruct", ".log", subject="{subject}", desc="{method}{split}"),
-    benchmark:
-        job_file(BENCHMARKS, "reconstruct", ".tsv", subject="{subject}", desc="{method}{split}"),
-    conda:
-        "../../envs/torch.yaml"
     script:
         "../scripts/reconstruct.py"
 
@@ -47,19 +47,19 @@ rule method_metrics:
         stimulus_files=stimulus_files,
     output:
         extra=out_file("recon", "extra", ".json", subject="{subject}", desc="{method}{split}"),
+    log:
+        job_file(LOGS, "method_metrics", ".log", subject="{subject}", desc="{method}{split}"),
+    benchmark:
+        job_file(BENCHMARKS, "method_metrics", ".tsv", subject="{subject}", desc="{method}{split}")
+    conda:
+        "../../envs/torch.yaml"
+    threads: 1
+    resources:
+        gpu=1,
     params:
         stimuli=stimuli_folder,
         images=config["images"],
         evaluation=config["evaluation"],
         seed=config["seed"],
-    threads: 1
-    resources:
-        gpu=1,
-    log:
-        job_file(LOGS, "method_metrics", ".log", subject="{subject}", desc="{method}{split}"),
-    benchmark:
-        job_file(BENCHMARKS, "method_metrics", ".tsv", subject="{subject}", desc="{method}{split}"),
-    conda:
-        "../../envs/torch.yaml"
     script:
         "../scripts/method_metrics.py"

@@ -23,11 +23,17 @@ def _one(pattern, **wildcards):
 def evaluation_records():
     """subject, method, split -> summary JSON, per-image metrics TSV, recon NPZ."""
     return [
-        dict(subject=s, method=m, split=sp,
-             summary=_one(rules.evaluate.output.summary, subject=s, method=m, split=sp),
-             metrics=_one(rules.evaluate.output.metrics, subject=s, method=m, split=sp),
-             recon=_one(rules.reconstruct.output.recon, subject=s, method=m, split=sp))
-        for s in SUBJECTS for m in METHODS for sp in EVAL_SPLITS
+        dict(
+            subject=s,
+            method=m,
+            split=sp,
+            summary=_one(rules.evaluate.output.summary, subject=s, method=m, split=sp),
+            metrics=_one(rules.evaluate.output.metrics, subject=s, method=m, split=sp),
+            recon=_one(rules.reconstruct.output.recon, subject=s, method=m, split=sp),
+        )
+        for s in SUBJECTS
+        for m in METHODS
+        for sp in EVAL_SPLITS
     ]
 
 
@@ -36,25 +42,36 @@ def field_records():
     if not FIELD_METRICS:
         return []
     return [
-        dict(subject=s, split=sp, summary=_one(rules.field_metrics.output.summary, subject=s, split=sp),
-             metrics=_one(rules.field_metrics.output.metrics, subject=s, split=sp))
-        for s in SUBJECTS for sp in EVAL_SPLITS
+        dict(
+            subject=s,
+            split=sp,
+            summary=_one(rules.field_metrics.output.summary, subject=s, split=sp),
+            metrics=_one(rules.field_metrics.output.metrics, subject=s, split=sp),
+        )
+        for s in SUBJECTS
+        for sp in EVAL_SPLITS
     ]
 
 
 def quality_records():
     """subject -> data-quality summary and figures."""
     return [
-        dict(subject=s, summary=_one(rules.quality.output.summary, subject=s),
-             figures={key: _one(getattr(rules.quality.output, key), subject=s) for key in QUALITY_FIGURES})
+        dict(
+            subject=s,
+            summary=_one(rules.quality.output.summary, subject=s),
+            figures={key: _one(getattr(rules.quality.output, key), subject=s) for key in QUALITY_FIGURES},
+        )
         for s in SUBJECTS
     ]
 
 
 def curve_records():
     """label -> training curves TSV (each method per subject, the shared generator)."""
-    records = [dict(label=f"sub-{s} {m}", curves=_one(rules.decode.output.history, subject=s, method=m))
-               for s in SUBJECTS for m in METHODS]
+    records = [
+        dict(label=f"sub-{s} {m}", curves=_one(rules.decode.output.history, subject=s, method=m))
+        for s in SUBJECTS
+        for m in METHODS
+    ]
     return records + [dict(label="generator (VAE-GAN)", curves=str(p)) for p in GENERATOR_CURVES]
 
 
@@ -62,9 +79,15 @@ def classification_records():
     """subject, classifier -> classification JSON and per-item TSV."""
     if not CLASSIFY["label"]:
         return []
-    return [dict(subject=s, classifier=CLASSIFY["classifier"],
-                 summary=_one(rules.classify.output.summary, subject=s),
-                 items=_one(rules.classify.output.per_item, subject=s)) for s in SUBJECTS]
+    return [
+        dict(
+            subject=s,
+            classifier=CLASSIFY["classifier"],
+            summary=_one(rules.classify.output.summary, subject=s),
+            items=_one(rules.classify.output.per_item, subject=s),
+        )
+        for s in SUBJECTS
+    ]
 
 
 def _files(records, *keys):
@@ -86,14 +109,27 @@ def what_ran():
     glm = config["glm"]
     voxels = config["voxels"]
     return {
-        "entry": entry, "input": source, "dataset": dataset,
-        "preprocessing": None if IMPORTED else PREP_METHOD + (f" (space {config['preprocess']['space']})" if config["preprocess"]["space"] else ""),
+        "entry": entry,
+        "input": source,
+        "dataset": dataset,
+        "preprocessing": (
+            None
+            if IMPORTED
+            else PREP_METHOD + (f" (space {config['preprocess']['space']})" if config["preprocess"]["space"] else "")
+        ),
         "glm": None if IMPORTED else f"{glm['method']} (confounds {glm['confounds']}, high-pass {glm['high_pass']} Hz)",
         "voxels": "all" if voxels["select"] == "all" else f"{voxels['select']} (top {voxels['n_top']})",
         "methods": {m: implementation(m, method_settings(m)) for m in METHODS},
-        "subjects": list(SUBJECTS), "splits": list(EVAL_SPLITS),
-        "classify": (f"{CLASSIFY['label']} classified ({CLASSIFY['classifier']}, {CLASSIFY['split']} trials) "
-                     "leaving whole runs out") if CLASSIFY["label"] else None,
+        "subjects": list(SUBJECTS),
+        "splits": list(EVAL_SPLITS),
+        "classify": (
+            (
+                f"{CLASSIFY['label']} classified ({CLASSIFY['classifier']}, {CLASSIFY['split']} trials) "
+                "leaving whole runs out"
+            )
+            if CLASSIFY["label"]
+            else None
+        ),
     }
 
 

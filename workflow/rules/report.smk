@@ -14,11 +14,17 @@ onstart:
     argv = list(sys.argv)
     if argv and argv[0].endswith("__main__.py"):
         argv = ["python", "-m", "snakemake", *argv[1:]]
-    RUN_INFO.write_text(json.dumps({
-        "command": shlex.join(argv),
-        "started": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "workdir": str(Path.cwd()),
-    }, indent=2) + "\n")
+    RUN_INFO.write_text(
+        json.dumps(
+            {
+                "command": shlex.join(argv),
+                "started": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+                "workdir": str(Path.cwd()),
+            },
+            indent=2,
+        )
+        + "\n"
+    )
 
 
 onsuccess:
@@ -30,13 +36,18 @@ rule report:
     input:
         evaluations=_files(evaluation_records(), "summary", "metrics", "recon"),
         field=_files(field_records(), "summary", "metrics"),
-        quality=[r["summary"] for r in quality_records()] + [f for r in quality_records() for f in r["figures"].values()],
+        quality=[r["summary"] for r in quality_records()]
+        + [f for r in quality_records() for f in r["figures"].values()],
         curves=_files(curve_records(), "curves"),
         classifications=_files(classification_records(), "summary", "items"),
         betas=expand(betas_files("{subject}")["betas"], subject=SUBJECTS),
     output:
         html=report(REPORT / "index.html", caption="../report/index.rst", category="Report"),
         metrics=report(REPORT / "metrics.tsv", caption="../report/metrics.rst", category="Report"),
+    log:
+        LOGS / "report.log",
+    conda:
+        "../../envs/fmri.yaml"
     params:
         evaluations=evaluation_records(),
         field=field_records(),
@@ -53,18 +64,14 @@ rule report:
         benchmarks=BENCHMARKS,
         run_info=RUN_INFO,
         repository=workflow.basedir,
-    log:
-        LOGS / "report.log",
-    conda:
-        "../../envs/fmri.yaml"
     script:
         "../scripts/report.py"
 
 
 rule derivatives_description:
     output:
-        fmrirecon=OUT / "dataset_description.json",
         **({"light": PREP / "dataset_description.json"} if PREP_METHOD == "light" and not IMPORTED else {}),
+        fmrirecon=OUT / "dataset_description.json",
     log:
         LOGS / "derivatives_description.log",
     conda:

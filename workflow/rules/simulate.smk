@@ -9,15 +9,15 @@ if SIMULATED:
     rule simulate_stimuli:
         output:
             stimuli=directory(BIDS / "stimuli"),
-        params:
-            sim=stimulus_settings(SIM),
-            bids_dir=BIDS,
         log:
             LOGS / "simulate_stimuli.log",
         benchmark:
-            BENCHMARKS / "simulate_stimuli.tsv",
+            BENCHMARKS / "simulate_stimuli.tsv"
         conda:
             "../../envs/fmri.yaml"
+        params:
+            sim=stimulus_settings(SIM),
+            bids_dir=BIDS,
         script:
             "../scripts/simulate_stimuli.py"
 
@@ -26,13 +26,13 @@ if SIMULATED:
         output:
             description=BIDS / "dataset_description.json",
             participants=BIDS / "participants.tsv",
-        params:
-            sim=SIM,
-            bids_dir=BIDS,
         log:
             LOGS / "simulate_dataset.log",
         conda:
             "../../envs/fmri.yaml"
+        params:
+            sim=SIM,
+            bids_dir=BIDS,
         script:
             "../scripts/simulate_dataset.py"
 
@@ -41,14 +41,14 @@ if SIMULATED:
         rule simulate_unpaired:
             output:
                 directory(RESULTS / "simulated" / "unpaired"),
-            params:
-                sim={**stimulus_settings(SIM), "n_unpaired": SIM["n_unpaired"]},
             log:
                 LOGS / "simulate_unpaired.log",
             benchmark:
-                BENCHMARKS / "simulate_unpaired.tsv",
+                BENCHMARKS / "simulate_unpaired.tsv"
             conda:
                 "../../envs/fmri.yaml"
+            params:
+                sim={**stimulus_settings(SIM), "n_unpaired": SIM["n_unpaired"]},
             script:
                 "../scripts/simulate_unpaired.py"
 
@@ -64,48 +64,44 @@ if SIMULATED:
                 weights=TRUTH / "brain_network" / "smallconv_weights.pt",
                 provenance=TRUTH / "brain_network" / "smallconv_weights.pt.json",
                 features=TRUTH / "brain_network" / "stimuli_features.h5",
+            log:
+                LOGS / "simulate_brain_network.log",
+            benchmark:
+                BENCHMARKS / "simulate_brain_network.tsv"
+            conda:
+                "../../envs/torch.yaml"
+            threads: 2
+            resources:
+                gpu=1,
             params:
                 # only what it uses: a change of e.g. the noise does not retrain it
                 higher=SIM["higher_area"],
                 seed=SIM["seed"],
                 image_size=SIM["image_size"],
                 channels=SIM["channels"],
-            threads: 2
-            resources:
-                gpu=1,
-            log:
-                LOGS / "simulate_brain_network.log",
-            benchmark:
-                BENCHMARKS / "simulate_brain_network.tsv",
-            conda:
-                "../../envs/torch.yaml"
             script:
                 "../scripts/simulate_brain_network.py"
 
     rule simulate_subject:
         input:
+            **({"brain_features": rules.simulate_brain_network.output.features} if SIM["higher_area"] else {}),
             stimuli=rules.simulate_stimuli.output.stimuli,
             # the dataset is whole before any subject's files are read
             description=rules.simulate_dataset.output.description,
-            **(
-                {"brain_features": rules.simulate_brain_network.output.features}
-                if SIM["higher_area"]
-                else {}
-            ),
         output:
             bold=[bids_path(BIDS, "func", "bold", ".nii.gz", subject="{subject}", **r) for r in _runs],
             sidecar=[bids_path(BIDS, "func", "bold", ".json", subject="{subject}", **r) for r in _runs],
             events=[bids_path(BIDS, "func", "events", ".tsv", subject="{subject}", **r) for r in _runs],
             t1w=bids_path(BIDS, "anat", "T1w", ".nii.gz", subject="{subject}"),
             truth=TRUTH / bids_name("truth", ".h5", subject="{subject}"),
-        params:
-            sim=SIM,
-            bids_dir=BIDS,
         log:
             job_file(LOGS, "simulate_subject", ".log", subject="{subject}"),
         benchmark:
-            job_file(BENCHMARKS, "simulate_subject", ".tsv", subject="{subject}"),
+            job_file(BENCHMARKS, "simulate_subject", ".tsv", subject="{subject}")
         conda:
             "../../envs/fmri.yaml"
+        params:
+            sim=SIM,
+            bids_dir=BIDS,
         script:
             "../scripts/simulate_subject.py"

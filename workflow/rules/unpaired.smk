@@ -12,14 +12,14 @@ UNPAIRED_SETS = config["unpaired"]["images"]
 rule procedural_images:
     output:
         directory(UNPAIRED / "{name}"),
-    params:
-        spec=lambda wc: UNPAIRED_SETS[wc.name],
-        size=config["images"]["size"],
     log:
         LOGS / "procedural_images" / "{name}.log",
     benchmark:
-        BENCHMARKS / "procedural_images" / "{name}.tsv",
+        BENCHMARKS / "procedural_images" / "{name}.tsv"
     conda:
         "../../envs/fmri.yaml"
+    params:
+        spec=lambda wc: UNPAIRED_SETS[wc.name],
+        size=config["images"]["size"],
     script:
         "../scripts/procedural_images.py"
