@@ -514,3 +514,11 @@ def test_higher_area_responds_to_the_brain_network_layer(tmp_path):
                          ({"fraction": 0.5}, "give the labelled image folder")]:
         with pytest.raises(ValueError, match=message):
             study_plan({**cfg, "higher_area": bad})
+
+
+def test_a_mistyped_simulate_key_is_an_error_naming_it():
+    from fmrirecon.simulate import study_plan
+
+    with pytest.raises(ValueError, match=r"unknown key 'n_trian' \(did you mean 'n_train'\?\)"):
+        study_plan({"n_trian": 100})
+    assert len(study_plan({"n_train": 20, "n_train_repeated": 0})["stimuli"]) > 0

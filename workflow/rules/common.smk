@@ -124,7 +124,10 @@ elif SIMULATED:
     SIM = {**SIM_DEFAULTS, **config["simulate"]}
     BIDS = RESULTS / "simulated" / "bids"
     TRUTH = RESULTS / "simulated" / "truth"
-    PLAN = study_plan(SIM)
+    try:
+        PLAN = study_plan(SIM)  # checks the simulate section: an unknown key stops here
+    except ValueError as _error:
+        stop(_error)
     MANIFEST = manifest_from_plan(PLAN, BIDS, SIM["tr"])
     STIM_SPEC = stimuli_spec(config["stimuli"], BIDS)
     TRIALS = None  # the events do not exist before the simulation runs

@@ -60,6 +60,7 @@ attributes
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 from pathlib import Path
@@ -131,7 +132,12 @@ _TASK_DESCRIPTIONS = {
 
 
 def _config(cfg: dict | None) -> dict:
-    """``cfg`` merged over :data:`DEFAULTS`, checked."""
+    """``cfg`` merged over :data:`DEFAULTS`, checked (an unknown key is an error)."""
+    unknown = sorted(set(cfg or {}) - set(DEFAULTS))
+    if unknown:
+        close = difflib.get_close_matches(str(unknown[0]), list(DEFAULTS), n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"config['simulate']: unknown key {unknown[0]!r}{hint}; known: {', '.join(sorted(DEFAULTS))}")
     c = {**DEFAULTS, **(cfg or {})}
     ints = ("seed", "subjects", "image_size", "channels", "n_train", "n_train_repeated",
             "n_test", "test_repeats", "imagery_repeats", "trials_per_run", "n_visual_voxels",
