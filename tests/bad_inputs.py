@@ -296,7 +296,7 @@ CASES = [
     ("split_column_missing", lambda r, c: c.update(design={"split_by": "column", "split_column": "phase"}),
      ["run-01_events.tsv", "missing column(s) phase"]),
     ("config_key_misspelt", lambda r, c: c.update(design={"train_task": ["train"]}),
-     ["config['design']", "'train_task' was unexpected"]),
+     ["config['design']", "unknown key 'train_task'"]),
     ("fmriprep_without_anatomy", lambda r, c: c.update(preprocess={"method": "fmriprep"}),
      ["sub-01", "no anatomical T1w image"]),
     ("derivatives_dir_missing", lambda r, c: _precomputed(c, r), ["fmriprep", "derivatives folder"]),

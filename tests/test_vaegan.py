@@ -30,6 +30,7 @@ def _write_images(folder, images):
     return paths
 
 
+@pytest.mark.slow  # 40 s: trains a VAE-GAN on 2,000 CelebA faces
 @pytest.mark.shared_data
 def test_round_trip_beats_pca_at_equal_dimension(tmp_path):
     """Encode->decode of held-out faces is closer (SSIM) than PCA with as many components."""

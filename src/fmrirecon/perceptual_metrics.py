@@ -379,7 +379,7 @@ def field_metrics(
             log.info("%s: no weights at %s; its columns say so", name, status[name]["path"])
             continue
         if device == "auto" or device.startswith("cuda"):
-            from .devices import select_device
+            from .torchkit import select_device
 
             device = str(select_device(device))
         try:
