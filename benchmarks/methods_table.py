@@ -2,13 +2,14 @@
 
 Reads a run's reconstructions (``results_dir/derivatives/fmrirecon/sub-*/recon/``),
 evaluates each with :func:`fmrirecon.evaluation.evaluate` (PixCorr, SSIM, exhaustive
-2-way and n-way identification, 95% bootstrap CIs over test images), and adds two
-baselines computed from the same training data:
+2-way and n-way identification, 95% bootstrap CIs over test images) and lists the
+library's baselines from the same call, as the report shows them (the distinct training
+images of the run's trials table):
 
-- ``mean image``: the mean of the training images shown, for every test image;
-- ``retrieval (<method>)``: for each test item, the training image whose target (the
-  method's own space: pixels for ridge, PCA coefficients for pca) is nearest, by
-  correlation, to the item's decoded target.
+- ``mean image``: the mean training image, for every test image;
+- ``retrieval``: the training image nearest (pixel correlation) to the reconstruction
+  (of the last entry listed; the report gives it per method);
+- ``shuffled``: each reconstruction scored against another test image.
 
 It also prints what validation on held-out training pairs chose for each entry (its
 ``_validation.json``). Usage::
@@ -27,16 +28,20 @@ import numpy as np
 import yaml
 
 
-def _row(name, recon, true, stim, n_way, n_boot, seed):
+def _rows(name, recon, true, stim, n_way, n_boot, seed, train_images, train_names):
+    """The entry's metrics and, from the same call, the library's baselines (the report's)."""
     from fmrirecon.evaluation import evaluate
 
-    _, summary = evaluate(recon, true, stim, n_way=n_way, n_boot=n_boot, seed=seed)
-    row = {"entry": name}
-    for metric in ("pixcorr", "ssim", "ident2"):
-        row[metric] = summary[metric]
-    for n, entry in summary["nway"].items():
-        row[f"nway{n}"] = entry
-    return row
+    _, summary = evaluate(recon, true, stim, n_way=n_way, n_boot=n_boot, seed=seed,
+                          train_images=train_images, train_stim_files=train_names)
+    metrics = {"pixcorr": summary["pixcorr"], "ssim": summary["ssim"], "ident2": summary["ident2"],
+               **{f"nway{n}": entry for n, entry in summary["nway"].items()}}
+    row = {"entry": name, **metrics}
+    baselines = {}
+    for metric, entry in metrics.items():
+        for baseline, value in (entry or {}).get("baselines", {}).items():
+            baselines.setdefault(baseline, {"entry": baseline.replace("_", " ")})[metric] = value
+    return row, list(baselines.values())
 
 
 def _fmt(entry):
@@ -53,9 +58,7 @@ def main(argv=None):
     parser.add_argument("--markdown", action="store_true")
     args = parser.parse_args(argv)
 
-    from fmrirecon.betas import read_betas
-    from fmrirecon.methods import ReconstructionMethod
-    from fmrirecon.stages import load_stimuli, voxel_columns
+    from fmrirecon.stages import training_images
 
     config = yaml.safe_load(args.config.read_text())
     seed = config.get("seed", 0)
@@ -65,48 +68,28 @@ def main(argv=None):
     out = args.results_dir / "derivatives" / "fmrirecon"
     for sub in sorted(p.name for p in out.glob("sub-*")):
         recon_dir = out / sub / "recon"
-        rows, choices = [], {}
+        rows, choices, baselines = [], {}, []
         files = sorted(recon_dir.glob(f"{sub}_desc-*{args.split}_recon.npz"))
-        true = stim = None
-        for path in files:
-            name = path.name[len(f"{sub}_desc-"):-len(f"{args.split}_recon.npz")]
-            data = np.load(path)
-            true, stim = data["true"], data["stim_file"]
-            rows.append(_row(name, data["images"], true, stim, n_way, n_boot, seed))
-            record = recon_dir / f"{sub}_desc-{name}_validation.json"
-            if record.exists():
-                choices[name] = json.loads(record.read_text())
-        if true is None:
+        if not files:
             continue
-        # the baselines, from the training data of the run
         func = out / sub / "func"
-        betas_path = next(func.glob(f"{sub}_desc-*_betas.h5"))
-        trials_path = Path(str(betas_path).replace("_betas.h5", "_trials.tsv"))
-        betas = read_betas(betas_path, trials_path)
-        train = betas.select("train")
+        trials_path = next(func.glob(f"{sub}_desc-*_trials.tsv"))
         stimuli = (args.results_dir / "imported" / sub / "stimuli"
                    if (args.results_dir / "imported").exists()
                    else args.results_dir / "simulated" / "bids" / "stimuli")
-        train_images = load_stimuli(stimuli, train.trials["stim_file"], images["size"],
-                                    images.get("channels", 1))
-        mean = np.repeat(train_images.mean(0, keepdims=True), len(true), axis=0)
-        rows.append(_row("mean image", mean, true, stim, n_way, n_boot, seed))
-        columns = voxel_columns(betas, out / sub / "func" / f"{sub}_desc-selected_mask.nii.gz")
-        test_betas, _ = betas.select(args.split).average_repeats()
-        for name in ("ridge", "pca"):
-            model_path = recon_dir / f"{sub}_desc-{name}_model.pkl"
-            if not model_path.exists():
-                continue
-            model = ReconstructionMethod.load(model_path)
-            decoded = model.decode(test_betas[:, columns])
-            targets = model.encode_targets(train_images)
-            if targets is None:
-                targets = train_images.reshape(len(train_images), -1)
-            from fmrirecon.evaluation import correlation_matrix
-
-            nearest = correlation_matrix(decoded, targets).argmax(1)
-            rows.append(_row(f"retrieval ({name})", train_images[nearest], true, stim,
-                             n_way, n_boot, seed))
+        # the distinct training images, as the evaluate rule reads them
+        train_images, train_names = training_images(trials_path, stimuli, {"channels": 1, **images})
+        for path in files:
+            name = path.name[len(f"{sub}_desc-"):-len(f"{args.split}_recon.npz")]
+            data = np.load(path)
+            true = data["true"]
+            row, baselines = _rows(name, data["images"], true, data["stim_file"], n_way, n_boot, seed,
+                                   train_images, train_names)
+            rows.append(row)
+            record = recon_dir / f"{sub}_desc-{name}_validation.json"
+            if record.exists():
+                choices[name] = json.loads(record.read_text())
+        rows += baselines  # the same for every entry: from the last
         metrics = ["pixcorr", "ssim", "ident2"] + [f"nway{n}" for n in n_way if n > 2]
         print(f"## {args.results_dir} {sub} ({args.split}, {len(true)} images)\n")
         print("| entry | " + " | ".join(metrics) + " |")
