@@ -392,6 +392,11 @@ def test_validation_rows_of_a_kept_choice_and_of_disabled_validation(tmp_path):
     assert rows[-1] == {"subject": "sub-02", "method": "pca", "kind": "outcome", "fallback": None,
                         "text": "kept n_components=50, the best pixcorr of 3 candidates", "reasons": [],
                         "fit_notes": []}
+    ridge = _validated([_entry({}, "candidate", 0.85, 0.89), _entry({}, "baseline pca", 0.84, 0.88)],
+                       {"role": "candidate", "settings": {}})
+    rows = validation_rows(validation_record(tmp_path, "02", "ridge", ridge))
+    assert [r["chosen"] for r in rows[:-1]] == [True, False]  # same settings, told apart by role
+    assert rows[-1]["text"] == "kept as configured; the pca baseline did not replace it"
     (row,) = validation_rows(validation_record(tmp_path, "02", "pcafixed", {"enabled": False}))
     assert row["kind"] == "disabled" and row["text"].startswith("validation disabled")
     with pytest.raises(ValueError, match="no validation"):
@@ -414,7 +419,7 @@ def test_build_report_shows_model_selection_near_the_metrics(outputs, tmp_path):
     assert "_per_image" not in html and "0.740, 0.740" not in html
     # and the top of the page says a guard's model stands in for a method
     warnings = html[html.index('id="warnings"'):html.index('id="summary"')]
-    assert "replaced 1 of 3 fits" in warnings and "sub-01 selfsup (pca baseline)" in warnings
+    assert "replaced 1 of 2 validated fits" in warnings and "sub-01 selfsup (pca baseline)" in warnings
     # without validation records, no section
     html = build_report(outputs, {"evaluation": {"n_boot": 200}}, tmp_path / "plain.html").read_text()
     assert 'id="selection"' not in html

@@ -445,7 +445,8 @@ def validation_rows(record: Mapping) -> list[dict]:
                      "chosen": entry["role"] == chosen["role"] and entry["settings"] == chosen["settings"]})
     fallback = data.get("fallback")
     n_candidates = sum(e["role"] == "candidate" for e in data["entries"])
-    guards = [_ROLE_LABELS.get(e["role"], e["role"]) for e in data["entries"] if e["role"] != "candidate"]
+    guards = [{"ablation": "its own ablation", "baseline pca": "the pca baseline"}.get(e["role"], e["role"])
+              for e in data["entries"] if e["role"] != "candidate"]
     if fallback is None:
         text = (f"kept {_settings_label(chosen['settings'])}"
                 + (f", the best {metric} of {n_candidates} candidates" if n_candidates > 1 else "")
@@ -1073,7 +1074,8 @@ def build_report(
     replaced = [f"{g['subject']} {g['method']} ({g['outcome']['fallback'].replace('baseline pca', 'pca baseline')})"
                 for g in selection if g["outcome"].get("fallback")]
     if replaced:
-        warnings.append(f"validation on training pairs replaced {len(replaced)} of {len(selection)} fits by a "
+        validated = sum(bool(g["entries"]) for g in selection)
+        warnings.append(f"validation on training pairs replaced {len(replaced)} of {validated} validated fits by a "
                         f"guard's model: {', '.join(replaced)}; their test rows are that model's "
                         "(Model selection)")
     galleries = gallery(evaluations, columns=int(settings.get("gallery_columns", 10)),
