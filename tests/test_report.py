@@ -19,6 +19,7 @@ from fmrirecon.report import (
     config_diff,
     gallery,
     provenance,
+    validation_rows,
     write_metrics_table,
 )
 
@@ -323,3 +324,102 @@ def test_field_table_has_a_mean_over_subjects(outputs, tmp_path, monkeypatch):
     section = html[html.index('id="field"'):html.index('id="identification"')]
     row = re.search(r'<td class="key">2 subjects</td><td class="key label">pca</td>\s*<td class="">(.*?)<span', section)
     assert row and float(row.group(1)) == pytest.approx(np.mean(means), abs=5e-4)
+
+
+GUARD_NOTE = ("the pca baseline scored 0.847 >= 0.757 pixcorr on the validation pairs and the full model is not "
+              "clearly better on ident2: this entry fits and draws with the pca baseline")
+
+
+def validation_record(folder, subject, method, data):
+    """A validation JSON as fit_validated writes it, and its record."""
+    path = folder / f"v_{subject}_{method}.json"
+    path.write_text(json.dumps(data))
+    return {"subject": subject, "method": method, "validation": str(path)}
+
+
+def _entry(settings, role, pixcorr, ident2, n=20):
+    return {"settings": settings, "role": role, "pixcorr": pixcorr, "ident2": ident2,
+            "pixcorr_per_image": [pixcorr] * n, "ident2_per_image": [ident2] * n}
+
+
+def _validated(entries, chosen, fallback=None, notes=(), fit_notes=(), search=None):
+    return {"enabled": True, "metric": "pixcorr", "held_out": "images", "folds": 5,
+            "n_fit_pairs": [89, 77, 89, 80, 93], "n_validation_images": 20, "search": search or {},
+            "entries": entries, "chosen": chosen, "fallback": fallback, "notes": list(notes),
+            "validation_fit_notes": list(fit_notes)}
+
+
+SELFSUP = _validated(
+    [_entry({}, "candidate", 0.740, 0.834), _entry({"cycles": False}, "ablation", 0.757, 0.861),
+     _entry({}, "baseline pca", 0.847, 0.882)],
+    {"role": "baseline pca", "settings": {}}, "baseline pca",
+    notes=["the ablation (cycles=False) scored 0.757 >= 0.740 pixcorr on the validation pairs and the full model "
+           "is not clearly better on ident2: the ablation is used", GUARD_NOTE],
+    fit_notes=["selfsup: the encoder does not beat the mean predictor on held-out pairs: cycles turned off"])
+PCA = _validated([_entry({"n_components": k}, "candidate", 0.7 + k / 1000, 0.8) for k in (5, 20, 50)],
+                 {"role": "candidate", "settings": {"n_components": 50}}, search={"n_components": [5, 20, 50]})
+
+
+def test_validation_rows_name_the_fallback_and_why(tmp_path):
+    rows = validation_rows(validation_record(tmp_path, "01", "selfsup", SELFSUP))
+    entries = [r for r in rows if r["kind"] == "entry"]
+    assert [(r["role"], r["settings"]) for r in entries] == [
+        ("candidate", "as configured"), ("own ablation", "cycles=False"), ("pca baseline", "—")]
+    assert [r["pixcorr"] for r in entries] == ["0.740", "0.757", "0.847"]
+    assert [r["ident2"] for r in entries] == ["0.834", "0.861", "0.882"]
+    assert [r["chosen"] for r in entries] == [False, False, True]
+    # what was held out: training images, in folds; never the test split
+    assert entries[0]["held_out"] == ("20 training images scored (images held out in 5 folds, with their "
+                                      "repetitions); fitted on 77–93 pairs per fold")
+    (outcome,) = [r for r in rows if r["kind"] == "outcome"]
+    assert outcome["fallback"] == "baseline pca"
+    assert outcome["text"] == "fell back to the pca baseline: the test rows of selfsup are this model's"
+    assert outcome["reasons"][-1] == GUARD_NOTE and "the ablation is used" in outcome["reasons"][0]
+    assert outcome["fit_notes"] == SELFSUP["validation_fit_notes"]
+    # no per-image list reaches the rows
+    assert not any("per_image" in key for r in rows for key in r)
+
+    ablation = {**SELFSUP, "entries": SELFSUP["entries"][:2], "chosen": {"role": "ablation",
+                "settings": {"cycles": False}}, "fallback": "ablation", "notes": SELFSUP["notes"][:1]}
+    rows = validation_rows(validation_record(tmp_path, "01", "selfsup", ablation))
+    assert rows[-1]["text"].startswith("fell back to its own ablation (cycles=False)")
+    assert [r["chosen"] for r in rows if r["kind"] == "entry"] == [False, True]
+
+
+def test_validation_rows_of_a_kept_choice_and_of_disabled_validation(tmp_path):
+    rows = validation_rows(validation_record(tmp_path, "02", "pca", PCA))
+    assert [r["chosen"] for r in rows[:-1]] == [False, False, True]
+    assert rows[-1] == {"subject": "sub-02", "method": "pca", "kind": "outcome", "fallback": None,
+                        "text": "kept n_components=50, the best pixcorr of 3 candidates", "reasons": [],
+                        "fit_notes": []}
+    ridge = _validated([_entry({}, "candidate", 0.85, 0.89), _entry({}, "baseline pca", 0.84, 0.88)],
+                       {"role": "candidate", "settings": {}})
+    rows = validation_rows(validation_record(tmp_path, "02", "ridge", ridge))
+    assert [r["chosen"] for r in rows[:-1]] == [True, False]  # same settings, told apart by role
+    assert rows[-1]["text"] == "kept as configured; the pca baseline did not replace it"
+    (row,) = validation_rows(validation_record(tmp_path, "02", "pcafixed", {"enabled": False}))
+    assert row["kind"] == "disabled" and row["text"].startswith("validation disabled")
+    with pytest.raises(ValueError, match="no validation"):
+        validation_rows({"subject": "01", "method": "pca"})
+
+
+def test_build_report_shows_model_selection_near_the_metrics(outputs, tmp_path):
+    validation = [validation_record(tmp_path, "01", "pca", PCA), validation_record(tmp_path, "01", "selfsup", SELFSUP),
+                  validation_record(tmp_path, "02", "pca", {"enabled": False})]
+    html = build_report(outputs, {"evaluation": {"n_boot": 200}}, tmp_path / "index.html",
+                        validation=validation).read_text()
+    assert html.index('id="metrics"') < html.index('id="selection"') < html.index('id="identification"')
+    assert '<a href="#selection">' in html
+    section = html[html.index('id="selection"'):html.index('id="identification"')]
+    assert "Model selection (training pairs only)" in section
+    assert section.count("&#10003; chosen") == 2  # pca's n_components=50, selfsup's pca baseline
+    assert "fell back to the pca baseline" in section and "this entry fits and draws with the pca baseline" in section
+    assert "<details><summary>Guards inside the validation fits (1)" in section
+    assert "validation disabled" in section
+    assert "_per_image" not in html and "0.740, 0.740" not in html
+    # and the top of the page says a guard's model stands in for a method
+    warnings = html[html.index('id="warnings"'):html.index('id="summary"')]
+    assert "replaced 1 of 2 validated fits" in warnings and "sub-01 selfsup (pca baseline)" in warnings
+    # without validation records, no section
+    html = build_report(outputs, {"evaluation": {"n_boot": 200}}, tmp_path / "plain.html").read_text()
+    assert 'id="selection"' not in html

@@ -324,16 +324,18 @@ def classify(betas_path, trials_path, voxels_path, stimuli_dir, settings: dict, 
 
 
 def report(evaluations: list[dict], config: dict, out_html, out_tsv, *, field=(), quality=(),
-           curves=(), classifications=(), betas_paths: dict | None = None, benchmark_dir=None,
-           what_ran: dict | None = None, defaults: dict | None = None, run_info=None,
-           repository=None) -> None:
+           curves=(), classifications=(), validation=(), betas_paths: dict | None = None,
+           benchmark_dir=None, what_ran: dict | None = None, defaults: dict | None = None,
+           run_info=None, repository=None) -> None:
     """The aggregated HTML report and the long metrics table.
 
     Every input is a structured record built by the workflow (``report.smk``), see
     :mod:`fmrirecon.report`: ``evaluations`` (subject, method, split -> summary JSON,
     per-image metrics TSV, recon NPZ), ``field`` (subject, split -> the field's table),
     ``quality`` (subject -> summary JSON and figures), ``curves`` (label -> training
-    curves TSV), ``classifications`` (subject, classifier -> JSON and per-item TSV).
+    curves TSV), ``classifications`` (subject, classifier -> JSON and per-item TSV),
+    ``validation`` (subject, method -> the validation JSON of its fit: how its settings
+    were chosen on training pairs).
     ``betas_paths`` (subject -> betas HDF5) adds the reliability of each step of the
     ``denoised`` GLM; ``benchmark_dir`` (the jobs' Snakemake benchmark files) adds
     each stage's wall time and peak memory; ``what_ran``, ``defaults``, ``run_info``
@@ -368,7 +370,7 @@ def report(evaluations: list[dict], config: dict, out_html, out_tsv, *, field=()
                                "(per stage: the last section)")
     out = build_report(evaluations, config, Path(out_html), metrics=metrics, field=field, quality=quality,
                        provenance_info=info, extra_sections=[s for s in sections if s is not None],
-                       title=config["report"]["title"])
+                       title=config["report"]["title"], validation=validation)
     log.info("%d evaluations, %d field tables, %d quality summaries; %d metric rows; report %s",
              len(evaluations), len(field), len(quality), len(metrics), out)
 

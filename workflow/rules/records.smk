@@ -1,6 +1,6 @@
 # The records the report reads (never parsed from file names): each evaluation's
-# files, the field's table, data quality, training curves, classifications, and what
-# ran. The data engineer's path builder may replace the path expressions here.
+# files, the field's table, data quality, training curves, classifications, how each
+# fit chose its settings on training pairs, and what ran. The data engineer's path builder may replace the path expressions here.
 import json
 import shlex
 import sys
@@ -73,6 +73,15 @@ def curve_records():
         for m in METHODS
     ]
     return records + [dict(label="generator (VAE-GAN)", curves=str(p)) for p in GENERATOR_CURVES]
+
+
+def validation_records():
+    """subject, method -> the validation JSON of its fit (settings chosen on training pairs)."""
+    return [
+        dict(subject=s, method=m, validation=_one(rules.decode.output.validation, subject=s, method=m))
+        for s in SUBJECTS
+        for m in METHODS
+    ]
 
 
 def classification_records():

@@ -1,6 +1,7 @@
 # One report across subjects, methods and splits, from structured records (never
 # parsed from file names): each evaluation's files, the field's table, data quality,
-# training curves, classifications, compute resources and the run's provenance.
+# training curves, classifications, model selection on training pairs, compute
+# resources and the run's provenance.
 import json
 import shlex
 import sys
@@ -40,6 +41,7 @@ rule report:
         + [f for r in quality_records() for f in r["figures"].values()],
         curves=_files(curve_records(), "curves"),
         classifications=_files(classification_records(), "summary", "items"),
+        validation=_files(validation_records(), "validation"),
         betas=expand(betas_files("{subject}")["betas"], subject=SUBJECTS),
     output:
         html=report(REPORT / "index.html", caption="../report/index.rst", category="Report"),
@@ -54,6 +56,7 @@ rule report:
         quality=quality_records(),
         curves=curve_records(),
         classifications=classification_records(),
+        validation=validation_records(),
         config=config,
         defaults=schema_defaults(),
         what_ran=what_ran(),
