@@ -6,8 +6,9 @@
   and the BOLD time series (HRF, drift, AR(1) noise, head motion);
 - :mod:`~fmrirecon.simulate.higher`: optionally, a higher visual area whose voxels
   respond to a deep layer of a separately trained network;
-- :mod:`~fmrirecon.simulate.study`: the study design, the BIDS files and the ground
-  truth HDF5 (its layout is documented there).
+- :mod:`~fmrirecon.simulate.study`: the study design and the BIDS files;
+- :mod:`~fmrirecon.simulate.truth`: the ground truth HDF5 (its layout is documented
+  there).
 
 Typical use (``cfg`` is the config's ``simulate`` section; missing keys take
 :data:`DEFAULTS`)::
@@ -24,7 +25,6 @@ from .study import (
     IMAGERY_GAIN,
     STIMULUS_KEYS,
     bids_run_name,
-    read_truth_trials,
     simulate_subject,
     stimulus_settings,
     study_plan,
@@ -32,6 +32,7 @@ from .study import (
     write_stimuli,
     write_unpaired,
 )
+from .truth import read_truth_trials
 
 __all__ = [
     "DEFAULTS",
