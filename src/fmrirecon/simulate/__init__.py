@@ -2,8 +2,9 @@
 
 - :mod:`~fmrirecon.simulate.stimuli`: procedural stimulus images (shapes, letters,
   natural-image crops) or a deterministic sample of a folder of real images;
-- :mod:`~fmrirecon.simulate.encoding`: the brain, the pRF/CSS voxel encoding model
-  and the BOLD time series (HRF, drift, AR(1) noise, head motion);
+- :mod:`~fmrirecon.simulate.encoding`: the brain and the pRF/CSS voxel encoding model;
+- :mod:`~fmrirecon.simulate.bold`: the BOLD time series (HRF, drift, AR(1) noise,
+  head motion);
 - :mod:`~fmrirecon.simulate.higher`: optionally, a higher visual area whose voxels
   respond to a deep layer of a separately trained network;
 - :mod:`~fmrirecon.simulate.study`: the study design and the BIDS files;

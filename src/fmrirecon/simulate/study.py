@@ -32,7 +32,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from . import encoding, higher, stimuli
+from . import bold, encoding, higher, stimuli
 from .truth import SubjectTruth, write_truth
 
 DEFAULTS: dict = {
@@ -511,9 +511,9 @@ def _draw_subject(c: dict, plan: dict, images, deep, model_rng, design_rng, imag
         stim_response[:, area.index] = area.predict(deep)
     t1w = encoding.make_t1w(brain, model_rng)
     # Drawn last and only when asked, so the default study stays bit-identical.
-    hrf_params = (encoding.draw_hrf_params(len(brain.voxel_ijk), c["hrf_peak_range"], model_rng)
+    hrf_params = (bold.draw_hrf_params(len(brain.voxel_ijk), c["hrf_peak_range"], model_rng)
                   if c["hrf_peak_range"] is not None else None)
-    loadings = (encoding.shared_loadings(brain, c["shared_noise_components"], model_rng)
+    loadings = (bold.shared_loadings(brain, c["shared_noise_components"], model_rng)
                 if c["shared_noise_components"] > 0 else None)
 
     trials = _design(c, stim_names, design_rng)
@@ -549,15 +549,15 @@ def _write_subject_files(c: dict, plan: dict, subject: str, bids_dir: Path, trut
         keep = ((trials["task"] == task) & (trials["run"] == number)).to_numpy()
         table = trials[keep]
         n_vols = _n_vols(c, len(table))
-        shared = (encoding.shared_noise(n_vols, truth.loadings, c["shared_noise_psc"], noise_rng)
+        shared = (bold.shared_noise(n_vols, truth.loadings, c["shared_noise_psc"], noise_rng)
                   if truth.loadings is not None else None)
-        data, translation = encoding.simulate_run(
+        data, translation = bold.simulate_run(
             brain, response[keep], table["onset"].to_numpy(), c["trial_duration"], c["tr"],
             n_vols, c["noise_psc"], c["drift_psc"], c["motion_mm"], noise_rng,
             hrf_params=truth.hrf_params, shared=shared,
         )
         prefix = func / bids_run_name(subject, task, number)
-        nib.save(encoding.bold_image(data, brain.affine, c["tr"]), f"{prefix}_bold.nii.gz")
+        nib.save(bold.bold_image(data, brain.affine, c["tr"]), f"{prefix}_bold.nii.gz")
         _write_json(Path(f"{prefix}_bold.json"), {
             "TaskName": task,
             "TaskDescription": _TASK_DESCRIPTIONS[task],

@@ -20,7 +20,7 @@ Layout (HDF5 at ``truth_path``)
     ``stim_file`` (str, relative to ``stimuli/``): one entry per ``trial_response``
     row, ordered by task (train, test, imagery), run, onset.
 ``hrf_peak``, ``hrf_ratio`` float32 (n_brain,), only with ``hrf_peak_range``
-    Each voxel's HRF (:func:`~fmrirecon.simulate.encoding.double_gamma_hrf`); its
+    Each voxel's HRF (:func:`~fmrirecon.simulate.bold.double_gamma_hrf`); its
     trial regressors are scaled to a peak of 1, so ``trial_response`` keeps its
     meaning.
 ``shared_loadings`` float32 (n_components, n_brain), only with ``shared_noise_components``
