@@ -122,19 +122,51 @@ def read_trials(path: str | Path, design: dict, resolver: StimulusResolver,
     path = Path(path)
     design = design_settings(design)
     column = resolver.spec["column"]
+    # 1. the table, stripped, each row numbered by its line
+    events = _read_events(path, design, column, collect)
+    if events is None:
+        return _done(collect, raise_now, before)
+    # 2. the stimulus trials and their split; the dropped rows that showed an image
+    trials, shown, keep = _select_trials(events, design, splits, path, column, collect, counts)
+    # 3. onsets and durations
+    _check_timing(events, trials, keep, path, n_volumes, tr, collect)
+    # 4. each trial's image file
+    files = _resolve_files(trials[column], resolver, path, collect)
+    if len(collect) > before:
+        return _done(collect, raise_now, before)
+    # 5. the table, and the nuisance events
+    out = pd.DataFrame({
+        "onset": trials["onset"].to_numpy(float), "duration": trials["duration"].to_numpy(float),
+        "stim_id": trials[column].to_numpy(str), "stim_file": np.asarray(files, dtype=str),
+        "split": trials["split"].to_numpy(object),
+    })
+    out = out.sort_values("onset", kind="stable").reset_index(drop=True)
+    onset, duration = _numeric(shown["onset"]), _numeric(shown["duration"])
+    valid = (onset >= 0) & (duration >= 0)  # other rows are not trials: no need to refuse them
+    if n_volumes is not None and tr is not None and np.isfinite(tr) and tr > 0:
+        valid &= onset < n_volumes * tr
+    # a tuple: pandas compares attrs when it concatenates frames
+    out.attrs["nuisance"] = tuple(zip(onset[valid].astype(float), duration[valid].astype(float)))
+    if counts is not None:
+        counts["modelled"] = counts.get("modelled", 0) + int(valid.sum())
+    return out
+
+
+def _read_events(path: Path, design: dict, column: str, collect: Problems) -> pd.DataFrame | None:
+    """The events table as strings, stripped, with ``_row`` (its line); None on a problem."""
     if not path.is_file():
         collect.add(path, "events file missing; every run in a split needs its _events.tsv "
                     "(or leave its task out with design.tasks, or its session out of the split)")
-        return _done(collect, raise_now, before)
+        return None
     try:
         events = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
     except pd.errors.EmptyDataError:
         collect.add(path, "empty file; write a header (onset, duration, "
                     f"{column}) and one row per event")
-        return _done(collect, raise_now, before)
+        return None
     except (OSError, ValueError, pd.errors.ParserError, UnicodeDecodeError) as err:
         collect.add(path, f"cannot read as a tab-separated table ({str(err).splitlines()[0]})")
-        return _done(collect, raise_now, before)
+        return None
     events.columns = [str(c).strip() for c in events.columns]
     events = events.apply(lambda values: values.str.strip())  # "2.0 " and " a.png" are 2.0 and a.png
     needed = ["onset", "duration", column] + ([design["split_column"]] if design["split_by"] == "column" else [])
@@ -143,12 +175,18 @@ def read_trials(path: str | Path, design: dict, resolver: StimulusResolver,
         hint = (" (set stimuli.column to the events column naming the image)"
                 if column in missing else "")
         collect.add(path, f"missing column(s) {', '.join(missing)}{hint}; it has {list(events.columns)}")
-        return _done(collect, raise_now, before)
+        return None
     if events.empty:
         collect.add(path, "no events (header only); every run needs its stimulus trials")
-        return _done(collect, raise_now, before)
+        return None
     events["_row"] = np.arange(len(events)) + 2  # line number in the file (header is 1)
+    return events
 
+
+def _select_trials(events: pd.DataFrame, design: dict, splits, path: Path, column: str,
+                   collect: Problems, counts: dict | None):
+    """The stimulus trials (with ``split``), the dropped rows that named an image, and
+    which rows of ``events`` passed ``design.exclude`` with a stimulus."""
     keep = ~_excluded(events, design["exclude"] or {}, path, "design.exclude", collect)
     n_excluded = int((~keep).sum())
     stim = events[column].str.strip()
@@ -178,7 +216,13 @@ def read_trials(path: str | Path, design: dict, resolver: StimulusResolver,
         counts["excluded"] = counts.get("excluded", 0) + n_excluded
         counts["no_stimulus"] = counts.get("no_stimulus", 0) + int(no_stim.sum())
         counts["no_split"] = counts.get("no_split", 0) + n_no_split
+    return trials, shown, keep
 
+
+def _check_timing(events: pd.DataFrame, trials: pd.DataFrame, keep: np.ndarray, path: Path,
+                  n_volumes, tr, collect: Problems) -> None:
+    """Numeric, non-negative onsets and durations (made float in ``trials``), no repeated
+    row or onset, no onset past the end of the run."""
     for col in ("onset", "duration"):
         values = _numeric(trials[col])
         bad = trials.loc[values.isna().to_numpy(), ["_row", col]]
@@ -212,9 +256,13 @@ def read_trials(path: str | Path, design: dict, resolver: StimulusResolver,
                         f"{n_volumes} volumes x TR {tr:g} s = {length:g} s); check the "
                         "onsets' units (seconds) and the sidecar's RepetitionTime")
 
+
+def _resolve_files(stim_ids: pd.Series, resolver: StimulusResolver, path: Path,
+                   collect: Problems) -> list:
+    """The image file of each stimulus id (None where it does not resolve)."""
     files = []
     unresolved = {}
-    for stim_id in trials[column]:
+    for stim_id in stim_ids:
         file, reason = resolver.resolve(stim_id)
         files.append(file)
         if file is None:
@@ -222,23 +270,7 @@ def read_trials(path: str | Path, design: dict, resolver: StimulusResolver,
             unresolved[reason] += 1
     for reason in list(unresolved)[:5]:
         collect.add(path, reason)
-    if len(collect) > before:
-        return _done(collect, raise_now, before)
-    out = pd.DataFrame({
-        "onset": trials["onset"].to_numpy(float), "duration": trials["duration"].to_numpy(float),
-        "stim_id": trials[column].to_numpy(str), "stim_file": np.asarray(files, dtype=str),
-        "split": trials["split"].to_numpy(object),
-    })
-    out = out.sort_values("onset", kind="stable").reset_index(drop=True)
-    onset, duration = _numeric(shown["onset"]), _numeric(shown["duration"])
-    valid = (onset >= 0) & (duration >= 0)  # other rows are not trials: no need to refuse them
-    if n_volumes is not None and tr is not None and np.isfinite(tr) and tr > 0:
-        valid &= onset < n_volumes * tr
-    # a tuple: pandas compares attrs when it concatenates frames
-    out.attrs["nuisance"] = tuple(zip(onset[valid].astype(float), duration[valid].astype(float)))
-    if counts is not None:
-        counts["modelled"] = counts.get("modelled", 0) + int(valid.sum())
-    return out
+    return files
 
 
 def _excluded(events: pd.DataFrame, rules: dict, path, key: str, collect: Problems) -> np.ndarray:
