@@ -57,6 +57,32 @@ _PYBIDS_ENTITIES = {"session": "session", "task": "task", "acquisition": "acquis
                     "direction": "direction", "run": "run", "echo": "echo"}
 
 
+def _check_json_files(bids_dir: Path, collect: Problems) -> None:
+    """Raise :class:`BIDSInputError` for a missing or broken dataset_description.json,
+    and for every broken JSON sidecar of the raw data."""
+    description = bids_dir / "dataset_description.json"
+    if not description.is_file():
+        raise BIDSInputError(f"{description}: missing; bids_dir must be the root of a BIDS raw dataset")
+    try:
+        json.loads(description.read_text())
+    except ValueError as err:
+        raise BIDSInputError(f"{description}: not valid JSON ({err}); fix the file") from err
+    # pybids reads every sidecar while indexing and stops at the first broken one:
+    # name them all first
+    broken = Problems()
+    for sidecar in sorted(bids_dir.rglob("*.json")):
+        rel = sidecar.relative_to(bids_dir).parts
+        if rel[0] in ("derivatives", "sourcedata", "code", "stimuli") or any(p.startswith(".") for p in rel):
+            continue
+        try:
+            json.loads(sidecar.read_text())
+        except (ValueError, UnicodeDecodeError) as err:
+            broken.add(sidecar, f"not valid JSON ({err}); fix the sidecar")
+    if broken:
+        collect.extend(broken)
+        collect.raise_if_any()
+
+
 def index_bids(bids_dir: str | Path, subjects: Iterable[str] = (), tasks: Iterable[str] = (),
                database_path: str | Path | None = None,
                problems: Problems | None = None) -> pd.DataFrame:
@@ -83,27 +109,7 @@ def index_bids(bids_dir: str | Path, subjects: Iterable[str] = (), tasks: Iterab
 
     collect, raise_now = _first_problem(problems)
     bids_dir = Path(bids_dir)
-    description = bids_dir / "dataset_description.json"
-    if not description.is_file():
-        raise BIDSInputError(f"{description}: missing; bids_dir must be the root of a BIDS raw dataset")
-    try:
-        json.loads(description.read_text())
-    except ValueError as err:
-        raise BIDSInputError(f"{description}: not valid JSON ({err}); fix the file") from err
-    # pybids reads every sidecar while indexing and stops at the first broken one:
-    # name them all first
-    broken = Problems()
-    for sidecar in sorted(bids_dir.rglob("*.json")):
-        rel = sidecar.relative_to(bids_dir).parts
-        if rel[0] in ("derivatives", "sourcedata", "code", "stimuli") or any(p.startswith(".") for p in rel):
-            continue
-        try:
-            json.loads(sidecar.read_text())
-        except (ValueError, UnicodeDecodeError) as err:
-            broken.add(sidecar, f"not valid JSON ({err}); fix the sidecar")
-    if broken:
-        collect.extend(broken)
-        collect.raise_if_any()
+    _check_json_files(bids_dir, collect)
     # derivatives and the workflow's own outputs are never raw data
     ignore = [re.compile(r"^/(code|models|sourcedata|stimuli|derivatives)"), re.compile(r"/\.")]
     layout = BIDSLayout(bids_dir, database_path=database_path,
