@@ -247,6 +247,7 @@ def _image_scores(recon, true, n_way, n_draws, seed, prefix="") -> dict[str, np.
     return scores
 
 
+# Over 80 lines for its numpydoc docstring (40 lines): the code is one 57-line pass.
 def evaluate(
     recon: np.ndarray,
     true: np.ndarray,
