@@ -89,7 +89,7 @@ def test_plan_manifest_uses_bids_names(tmp_path):
 
 
 def test_stimulus_column_reads_one_attribute_per_stimulus(tmp_path):
-    from fmrirecon.bids import read_stimuli_table, stimulus_column
+    from fmrirecon.stimuli import read_stimuli_table, stimulus_column
 
     assert read_stimuli_table(tmp_path) is None
     (tmp_path / "stimuli.tsv").write_text("stim_file\tcategory\na.png\tface\nb.png\tn/a\nc.png\thouse\n")
@@ -110,7 +110,8 @@ def _events(path, rows):
 
 
 def test_read_trials_resolves_ids_by_table_stem_and_subfolder(tmp_path):
-    from fmrirecon.bids import StimulusResolver, read_trials, stimuli_spec
+    from fmrirecon.events import read_trials
+    from fmrirecon.stimuli import StimulusResolver, stimuli_spec
 
     folder = tmp_path / "images"
     (folder / "cats").mkdir(parents=True)
@@ -132,7 +133,8 @@ def test_read_trials_resolves_ids_by_table_stem_and_subfolder(tmp_path):
 
 
 def test_read_trials_splits_by_column_and_drops_rows_by_rule(tmp_path):
-    from fmrirecon.bids import StimulusResolver, read_trials, run_splits, stimuli_spec
+    from fmrirecon.events import read_trials, run_splits
+    from fmrirecon.stimuli import StimulusResolver, stimuli_spec
 
     (tmp_path / "stimuli").mkdir()
     for name in "abc":
@@ -185,7 +187,8 @@ def test_whole_file_checks_are_cached_by_size_and_mtime(tmp_path, monkeypatch):
 
 
 def test_read_trials_tolerates_root_relative_names_and_padding(tmp_path):
-    from fmrirecon.bids import StimulusResolver, read_trials, stimuli_spec
+    from fmrirecon.events import read_trials
+    from fmrirecon.stimuli import StimulusResolver, stimuli_spec
 
     (tmp_path / "stimuli").mkdir()
     (tmp_path / "stimuli" / "a.png").write_bytes(b"x")

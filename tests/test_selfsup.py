@@ -387,7 +387,7 @@ def test_ablation_metrics_are_paired_differences_of_the_two_decoders(data):
 
 
 def test_unpaired_folder_leaves_the_study_stimuli_out(tmp_path):
-    from fmrirecon.bids import stimulus_sources
+    from fmrirecon.stimuli import stimulus_sources
     from fmrirecon.methods.selfsup import load_unpaired_images
     from fmrirecon.simulate.stimuli import save_png
 

@@ -28,7 +28,7 @@ from fmrirecon.simulate import (
     write_dataset_files,
     write_stimuli,
 )
-from fmrirecon.simulate import encoding
+from fmrirecon.simulate import bold, encoding
 from fmrirecon.simulate.stimuli import FAMILIES
 
 SMALL = {
@@ -244,7 +244,7 @@ def test_signal_in_visual_voxels(study):
         img = _bold(bids_dir, "01", run["task"], run["run"])
         events = _events(bids_dir, "01", run["task"], run["run"])
         n = img.shape[3]
-        design = encoding.trial_regressors(events["onset"], events["duration"].iloc[0], n, 2.0).sum(axis=1)
+        design = bold.trial_regressors(events["onset"], events["duration"].iloc[0], n, 2.0).sum(axis=1)
         data = img.get_fdata(dtype=np.float32)[tuple(ijk.T)].T           # (n_vols, n_brain)
         # Nuisance: slow drift and the true head motion (what realignment would remove).
         move = motion[f"{run['task']}_run-{run['run']:02d}"]
@@ -274,7 +274,7 @@ def test_motion_is_applied_to_volumes():
     rng = np.random.default_rng(0)
     brain = encoding.make_brain([12, 12, 10], 3.0, 20, rng)
     trials = np.zeros((0, len(brain.voxel_ijk)), dtype=np.float32)
-    data, translation = encoding.simulate_run(
+    data, translation = bold.simulate_run(
         brain, trials, [], 3.0, 2.0, 60, noise_psc=0.0, drift_psc=0.0, motion_mm=1.0, rng=rng)
     assert np.abs(translation).max() > 0.3
     grid = np.indices(brain.shape).reshape(3, -1)

@@ -358,7 +358,7 @@ def _repetitions(trials: pd.DataFrame) -> np.ndarray:
 def select_runs(runs: list[dict], splits: dict) -> tuple[list[dict], dict]:
     """The runs whose task is in a split, checked, and the task -> split map.
 
-    A run dict with ``splits`` (the workflow's, from :func:`fmrirecon.bids.run_splits`:
+    A run dict with ``splits`` (the workflow's, from :func:`fmrirecon.events.run_splits`:
     by task, session or events column) is used when that list is non-empty, whatever
     its task. Raises ValueError for a task in two splits, a run lacking keys or no
     usable run; other runs are skipped with a logged warning.
@@ -422,7 +422,7 @@ def load_run(run: dict, mask, mask_ref, mask_name, confounds: str):
     if "design" in run:
         # the workflow's runs: the same reader as the pre-flight check (stimulus column,
         # non-stimulus rows, per-trial splits, stimuli folder and lookup table)
-        from fmrirecon.bids import read_trials
+        from fmrirecon.events import read_trials
 
         events = read_trials(run["events"], run["design"], _resolver(run["stimuli"]),
                              splits=run.get("splits"), n_volumes=n_scans, tr=tr)
@@ -442,8 +442,8 @@ def load_run(run: dict, mask, mask_ref, mask_name, confounds: str):
 
 
 def _resolver(spec: dict):
-    """One :class:`fmrirecon.bids.StimulusResolver` per stimuli config (it lists the folder)."""
-    from fmrirecon.bids import StimulusResolver
+    """One :class:`fmrirecon.stimuli.StimulusResolver` per stimuli config (it lists the folder)."""
+    from fmrirecon.stimuli import StimulusResolver
 
     key = json.dumps(spec, sort_keys=True, default=str)
     if key not in _RESOLVERS:
@@ -475,6 +475,7 @@ def trial_table(tables: list[pd.DataFrame]) -> pd.DataFrame:
     return trials[TRIAL_COLUMNS + SOURCE_COLUMNS]
 
 
+# Over 80 lines for its numpydoc docstring (56 lines, every option): the code is 58.
 def single_trial_betas(
     runs: list[dict],
     splits: dict[str, list[str]],
@@ -506,8 +507,8 @@ def single_trial_betas(
         for none), ``events`` (BIDS events TSV with ``onset``, ``duration``,
         ``stim_file``), ``task`` (str), ``run`` (int) and ``tr`` (float, s). The
         workflow's runs also carry ``session``, ``splits`` (the run's splits,
-        :func:`fmrirecon.bids.run_splits`), ``design`` and ``stimuli`` (config sections):
-        their events are then read by :func:`fmrirecon.bids.read_trials` (stimulus
+        :func:`fmrirecon.events.run_splits`), ``design`` and ``stimuli`` (config sections):
+        their events are then read by :func:`fmrirecon.events.read_trials` (stimulus
         column, lookup table, non-stimulus rows, per-trial splits), as the pre-flight
         check read them.
     splits : dict of str to list of str

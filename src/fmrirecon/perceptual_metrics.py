@@ -349,8 +349,16 @@ def field_metrics(
         raise ValueError(f"{len(stim_files)} stim_files for {len(true)} images")
     true = np.asarray(true, dtype=np.float64)
     status = weights_status(networks)
+    # 1. the images scored; 2. pixel metrics; 3. network metrics; 4. the table
+    sets = _image_sets(recons, true, train_images)
+    values = _pixel_scores(sets, true, seed, n_shuffles)
+    _network_scores(sets, true, status, device, values)
+    return _field_table(recons, values, stim_files, status, n_boot, seed)
 
-    # the images scored: each method, and the baselines (mean image once, retrieval per method)
+
+def _image_sets(recons, true, train_images) -> dict:
+    """``(method, kind) -> images``: each method, and the baselines (the mean image
+    once, retrieval per method)."""
     sets = {(m, "method"): np.asarray(r, dtype=np.float64) for m, r in recons.items()}
     if train_images is not None:
         train_images = np.asarray(train_images, dtype=np.float64)
@@ -358,10 +366,15 @@ def field_metrics(
         for m, r in recons.items():
             sets[(m, "mean_image")] = mean
             sets[(m, "retrieval")] = train_images[nearest_training_image(r, train_images)]
+    return sets
 
-    values: dict[tuple[str, str, str], np.ndarray] = {}  # (method, kind, metric) -> per image
+
+def _pixel_scores(sets: dict, true, seed: int, n_shuffles: int) -> dict:
+    """``(method, kind, metric) -> per-image values`` of PixCorr and SSIM at
+    :data:`PIXEL_SIZE`, with each method's shuffled baseline."""
+    values: dict[tuple[str, str, str], np.ndarray] = {}
     big_true = resize(true, PIXEL_SIZE)
-    cache: dict[int, np.ndarray] = {}
+    cache: dict[int, np.ndarray] = {}  # by id: the mean image is shared by every method
     for (m, kind), images in sets.items():
         key = id(images)
         big = cache.setdefault(key, resize(images, PIXEL_SIZE))
@@ -372,8 +385,12 @@ def field_metrics(
             values[(m, "shuffled", "ssim")] = shuffled_scores(
                 np.clip(big, 0, 1), np.clip(big_true, 0, 1), "ssim", n_shuffles,
                 _child_rng(seed, f"field_shuffled_{m}"))
-    del cache, big_true
+    return values
 
+
+def _network_scores(sets: dict, true, status: dict, device: str, values: dict) -> None:
+    """Add the metrics of every network with weights to ``values``; record each
+    network's provenance, or its error, in ``status``."""
     for name, spec in NETWORKS.items():
         if not status[name]["found"]:
             log.info("%s: no weights at %s; its columns say so", name, status[name]["path"])
@@ -404,6 +421,10 @@ def field_metrics(
         status[name]["provenance"] = f"{spec['weights']} from {status[name]['path']}"
         log.info("%s: features from %s", name, status[name]["path"])
 
+
+def _field_table(recons, values: dict, stim_files, status: dict, n_boot: int,
+                 seed: int) -> tuple[pd.DataFrame, dict]:
+    """The long per-image table and the summary of :func:`field_metrics`."""
     rows, summary = [], {"metrics": FIELD_METRICS, "networks": status, "methods": {}}
     for m in recons:
         entries = {}

@@ -10,7 +10,7 @@ lists *all* problems at once, one line each naming the file, the value and the f
   so a rerun reads nothing again), 4-D with more than one volume, finite, not
   constant; the sidecar's ``RepetitionTime`` present, positive and equal to the
   header's ``pixdim[4]``; one voxel grid per subject where the GLM needs one;
-- each events file (:func:`fmrirecon.bids.read_trials`): numeric onsets and durations
+- each events file (:func:`fmrirecon.events.read_trials`): numeric onsets and durations
   >= 0, no duplicated rows, no two stimulus trials at one onset, onsets inside the run,
   each stimulus a readable image inside the stimuli folder;
 - the design: non-empty splits per subject, test images absent from training (an
@@ -31,7 +31,9 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from .bids import (Problems, StimulusResolver, design_settings, read_trials, run_splits)
+from .bids import Problems
+from .events import design_settings, read_trials, run_splits
+from .stimuli import StimulusResolver
 from .paths import run_key
 from .preprocess import derivative_files
 
@@ -138,7 +140,7 @@ def check_runs(manifest: pd.DataFrame, stimuli: dict, design: dict | None = None
                skipped: list | None = None) -> pd.DataFrame:
     """Check each run's BOLD, sidecar TR and events; fill ``n_volumes``.
 
-    Runs in no split (:func:`fmrirecon.bids.run_splits`) are skipped (added to
+    Runs in no split (:func:`fmrirecon.events.run_splits`) are skipped (added to
     ``skipped``). Checked trials go to ``trials_out`` (one DataFrame per run).
     """
     problems = Problems() if problems is None else problems
@@ -203,6 +205,7 @@ def check_runs(manifest: pd.DataFrame, stimuli: dict, design: dict | None = None
     return manifest
 
 
+# Over 80 lines for its numpydoc docstring (33 lines): the code is 53.
 def preflight(manifest: pd.DataFrame, *, bids_dir, results_dir, design: dict, stimuli: dict,
               prep_method: str = "light", prep_dir=None, space=None, res=None,
               needs_test: bool = True, n_way=(), cache_path=None,
@@ -216,7 +219,7 @@ def preflight(manifest: pd.DataFrame, *, bids_dir, results_dir, design: dict, st
         by the caller are passed on through ``Problems``; see the workflow).
     bids_dir, results_dir : path
     design, stimuli : dict
-        Config sections ``design`` and ``stimuli`` (:func:`fmrirecon.bids.stimuli_spec`).
+        Config sections ``design`` and ``stimuli`` (:func:`fmrirecon.stimuli.stimuli_spec`).
     prep_method : {"light", "fmriprep", "precomputed"}
     prep_dir : path, optional
         The derivatives folder (``precomputed``).
@@ -409,7 +412,9 @@ def check_bids_study(config: dict) -> Preflight:
     BIDSInputError
         Every problem of the dataset and of the config against it, one per line.
     """
-    from .bids import BIDSInputError, design_settings, index_bids, stimuli_spec
+    from .bids import BIDSInputError, index_bids
+    from .events import design_settings
+    from .stimuli import stimuli_spec
 
     problems = Problems()
     bids_dir = Path(config["bids_dir"])

@@ -271,6 +271,30 @@ def subject_quality(betas_path, trials_path, voxels_path, out_json, out_figures:
                    else np.full(betas.betas.shape[1], np.nan))
     ceiling = (betas.noise_ceiling if betas.noise_ceiling is not None
                else np.full(betas.betas.shape[1], np.nan))
+    # 1. counts, reliability and noise ceiling, and the warnings they call for
+    summary = _betas_summary(betas, betas_path, selected, reliability, ceiling, expected)
+    panels = [("split-half reliability", reliability), ("noise ceiling (%)", ceiling)]
+    if runs:
+        # 2. what the trials explain in the first training run; 3. the BOLD figures
+        first = ([r for r in runs if r["task"] in (train_tasks or [])] or runs)[0]
+        design, summary["r2_trials"], r2_cols = _r2_trials(betas, first, glm, runs, selected)
+        panels.append((f"single-trial partial R2 ({first['task']} run {first['run']})", r2_cols))
+        _bold_figures(betas, runs, first, design, voxels_path, reliability, ceiling,
+                      out_figures, summary)
+    _save(_histograms(panels, selected), out_figures["histograms"])
+    # 4. the log and the file
+    for w in summary["warnings"]:
+        log.warning("%s", w)
+    counts = summary["counts"]
+    log.info("%d voxels, %d kept; %s", counts["voxels"], counts["voxels_selected"],
+             "; ".join(f"{s}: {c['runs']} runs, {c['trials']} trials, {c['images']} images, "
+                       f"repeats {c['repeats_min']}-{c['repeats_max']}" for s, c in counts["splits"].items()))
+    Path(out_json).write_text(json.dumps(summary, indent=2, default=float) + "\n")
+    return summary
+
+
+def _betas_summary(betas, betas_path, selected, reliability, ceiling, expected) -> dict:
+    """The summary of :func:`subject_quality` from the betas alone, with its warnings."""
     summary = {"counts": _counts(betas, selected),
                "reliability": {"all": _describe(reliability), "selected": _describe(reliability[selected]),
                                "split": betas.attrs.get("reliability_split")},
@@ -288,70 +312,67 @@ def subject_quality(betas_path, trials_path, voxels_path, out_json, out_figures:
     if med is not None and med <= 0.05:
         warn.append(f"the selected voxels' median reliability is {med:.3f}: "
                     "the decoders read mostly noise")
-    panels = [("split-half reliability", reliability), ("noise ceiling (%)", ceiling)]
-
-    if runs:
-        from .glm import subject_mask
-
-        train = [r for r in runs if r["task"] in (train_tasks or [])] or runs
-        design, r2_full, r2_trials = single_trial_fit(train[0], glm, runs)
-        n_trials = sum(c.startswith("trial_") for c in design.columns)
-        # R2 per beta column: find each beta voxel among the subject mask's voxels
-        mask, _, _ = subject_mask(runs)
-        in_mask = np.flatnonzero(mask.ravel())
-        flat = np.ravel_multi_index(tuple(betas.voxel_ijk.T), mask.shape)
-        order = np.clip(np.searchsorted(in_mask, flat), 0, len(in_mask) - 1)
-        found = in_mask[order] == flat
-        r2_cols = np.where(found, r2_trials[order], np.nan)
-        summary["r2_trials"] = {"all": _describe(r2_cols), "selected": _describe(r2_cols[selected]),
-                                "run": f"{train[0]['task']} run {train[0]['run']}",
-                                "r2_full_median": float(np.nanmedian(r2_full)),
-                                # what k trial regressors explain of pure noise, in n volumes
-                                # with p nuisance regressors: k / (n - p)
-                                "noise_level": float(n_trials / max(len(design) - (design.shape[1] - n_trials), 1))}
-        panels.append((f"single-trial partial R2 ({train[0]['task']} run {train[0]['run']})", r2_cols))
-
-        from nilearn import plotting
-        from nilearn.image import mean_img
-
-        mean_epi = mean_img(runs[0]["bold"], copy_header=True)
-        mask_img = nib.load(runs[0]["mask"])
-        selected_img = nib.load(voxels_path)
-        display = plotting.plot_epi(mean_epi, display_mode="z", cut_coords=_n_cuts(mean_epi), cmap="gray",
-                                    title="mean EPI", draw_cross=False,
-                                    annotate=False, black_bg=True, colorbar=False)
-        display.add_contours(mask_img, levels=[0.5], colors="red", linewidths=1.0)
-        display.add_contours(selected_img, levels=[0.5], colors="lime", linewidths=1.0)
-        display.savefig(str(out_figures["brain"]), dpi=100)
-        display.close()
-        rel_max = float(np.nanpercentile(np.abs(reliability), 99)) if np.isfinite(reliability).any() else 1.0
-        _map_figure(_volume(betas, reliability), mean_epi, selected_img, "split-half reliability",
-                    out_figures["reliability"], max(rel_max, 1e-3), "cold_hot")
-        ceil_max = float(np.nanpercentile(ceiling, 99)) if np.isfinite(ceiling).any() else 1.0
-        _map_figure(_volume(betas, ceiling), mean_epi, selected_img, "noise ceiling (%)",
-                    out_figures["noiseceiling"], max(ceil_max, 1e-3), "inferno")
-        fig, summary["motion"] = _motion_figure(runs)
-        _save(fig, out_figures["motion"])
-        moved = [m for m in summary["motion"] if m["fd_max"] is not None and m["outliers"]]
-        if moved:
-            worst = max(moved, key=lambda m: m["fd_max"])
-            warn.append(f"{len(moved)} of {len(runs)} runs have volumes with FD > {FD_THRESHOLD} mm "
-                        f"({sum(m['outliers'] for m in moved)} volumes; worst {worst['run']}, "
-                        f"{worst['fd_max']:.2f} mm): no volume is censored, motion regressors only")
-        design_fig = plotting.plot_design_matrix(design)
-        design_fig.figure.set_size_inches(11, 4.5)
-        design_fig.set_title(f"LSA design, {train[0]['task']} run {train[0]['run']} "
-                             f"({len(design)} volumes x {design.shape[1]} regressors)", fontsize=11)
-        design_fig.tick_params(labelsize=6)
-        design_fig.figure.savefig(str(out_figures["design"]), dpi=100, bbox_inches="tight")
-        matplotlib.pyplot.close(design_fig.figure)
-    _save(_histograms(panels, selected), out_figures["histograms"])
-
-    for w in warn:
-        log.warning("%s", w)
-    counts = summary["counts"]
-    log.info("%d voxels, %d kept; %s", counts["voxels"], counts["voxels_selected"],
-             "; ".join(f"{s}: {c['runs']} runs, {c['trials']} trials, {c['images']} images, "
-                       f"repeats {c['repeats_min']}-{c['repeats_max']}" for s, c in counts["splits"].items()))
-    Path(out_json).write_text(json.dumps(summary, indent=2, default=float) + "\n")
     return summary
+
+
+def _r2_trials(betas, first: dict, glm: dict | None, runs: list[dict], selected):
+    """The design of run ``first``, the ``r2_trials`` summary and the partial R2 of each
+    beta column."""
+    from .glm import subject_mask
+
+    design, r2_full, r2_trials = single_trial_fit(first, glm, runs)
+    n_trials = sum(c.startswith("trial_") for c in design.columns)
+    # R2 per beta column: find each beta voxel among the subject mask's voxels
+    mask, _, _ = subject_mask(runs)
+    in_mask = np.flatnonzero(mask.ravel())
+    flat = np.ravel_multi_index(tuple(betas.voxel_ijk.T), mask.shape)
+    order = np.clip(np.searchsorted(in_mask, flat), 0, len(in_mask) - 1)
+    found = in_mask[order] == flat
+    r2_cols = np.where(found, r2_trials[order], np.nan)
+    entry = {"all": _describe(r2_cols), "selected": _describe(r2_cols[selected]),
+             "run": f"{first['task']} run {first['run']}",
+             "r2_full_median": float(np.nanmedian(r2_full)),
+             # what k trial regressors explain of pure noise, in n volumes
+             # with p nuisance regressors: k / (n - p)
+             "noise_level": float(n_trials / max(len(design) - (design.shape[1] - n_trials), 1))}
+    return design, entry, r2_cols
+
+
+def _bold_figures(betas, runs: list[dict], first: dict, design, voxels_path, reliability,
+                  ceiling, out_figures: dict, summary: dict) -> None:
+    """The brain, reliability, noise-ceiling, motion and design figures; ``motion`` and
+    its warning into ``summary``."""
+    from nilearn import plotting
+    from nilearn.image import mean_img
+
+    mean_epi = mean_img(runs[0]["bold"], copy_header=True)
+    mask_img = nib.load(runs[0]["mask"])
+    selected_img = nib.load(voxels_path)
+    display = plotting.plot_epi(mean_epi, display_mode="z", cut_coords=_n_cuts(mean_epi), cmap="gray",
+                                title="mean EPI", draw_cross=False,
+                                annotate=False, black_bg=True, colorbar=False)
+    display.add_contours(mask_img, levels=[0.5], colors="red", linewidths=1.0)
+    display.add_contours(selected_img, levels=[0.5], colors="lime", linewidths=1.0)
+    display.savefig(str(out_figures["brain"]), dpi=100)
+    display.close()
+    rel_max = float(np.nanpercentile(np.abs(reliability), 99)) if np.isfinite(reliability).any() else 1.0
+    _map_figure(_volume(betas, reliability), mean_epi, selected_img, "split-half reliability",
+                out_figures["reliability"], max(rel_max, 1e-3), "cold_hot")
+    ceil_max = float(np.nanpercentile(ceiling, 99)) if np.isfinite(ceiling).any() else 1.0
+    _map_figure(_volume(betas, ceiling), mean_epi, selected_img, "noise ceiling (%)",
+                out_figures["noiseceiling"], max(ceil_max, 1e-3), "inferno")
+    fig, summary["motion"] = _motion_figure(runs)
+    _save(fig, out_figures["motion"])
+    moved = [m for m in summary["motion"] if m["fd_max"] is not None and m["outliers"]]
+    if moved:
+        worst = max(moved, key=lambda m: m["fd_max"])
+        summary["warnings"].append(f"{len(moved)} of {len(runs)} runs have volumes with FD > {FD_THRESHOLD} mm "
+                    f"({sum(m['outliers'] for m in moved)} volumes; worst {worst['run']}, "
+                    f"{worst['fd_max']:.2f} mm): no volume is censored, motion regressors only")
+    design_fig = plotting.plot_design_matrix(design)
+    design_fig.figure.set_size_inches(11, 4.5)
+    design_fig.set_title(f"LSA design, {first['task']} run {first['run']} "
+                         f"({len(design)} volumes x {design.shape[1]} regressors)", fontsize=11)
+    design_fig.tick_params(labelsize=6)
+    design_fig.figure.savefig(str(out_figures["design"]), dpi=100, bbox_inches="tight")
+    matplotlib.pyplot.close(design_fig.figure)

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from .betas import Betas, read_betas
-from .bids import read_stimuli_table, stimulus_column, stimulus_sources
+from .stimuli import read_stimuli_table, stimulus_column, stimulus_sources
 from .images import load_images, save_grid
 from .methods import EvaluationData, ReconstructionMethod, get_method, implementation
 

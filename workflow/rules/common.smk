@@ -14,13 +14,12 @@ from snakemake_interface_executor_plugins.settings import DeploymentMethod
 from fmrirecon.bids import (
     BIDSInputError,
     MANIFEST_COLUMNS,
-    design_settings,
     manifest_from_plan,
     read_manifest,
-    run_splits,
-    stimuli_spec,
     write_manifest,
 )
+from fmrirecon.events import design_settings, run_splits
+from fmrirecon.stimuli import stimuli_spec
 from fmrirecon.config import ConfigError, check_config, fill_defaults
 from fmrirecon.paths import bids_name, bids_path
 from fmrirecon.preflight import check_bids_study
@@ -236,7 +235,7 @@ def glm_inputs(wildcards):
 def glm_runs(subject):
     """Run descriptions handed to the GLM (see fmrirecon.glm.single_trial_betas): files,
     labels, TR, the run's splits and the design and stimuli settings its events are
-    read with (fmrirecon.bids.read_trials)."""
+    read with (fmrirecon.events.read_trials)."""
     runs = []
     for r in runs_of(subject).to_dict("records"):
         paths = preproc_files(r)

@@ -24,7 +24,7 @@ def stimulus_table(stimuli_dir: str | Path) -> "pd.DataFrame":
     """
     import pandas as pd
 
-    from ..bids import read_stimuli_table
+    from ..stimuli import read_stimuli_table
 
     stimuli_dir = Path(stimuli_dir)
     table = read_stimuli_table(stimuli_dir)

@@ -195,7 +195,7 @@ def train_feature_network(folder: str | Path, settings: dict, seed: int, out: st
     """
     from ..torchkit import select_device
 
-    from ..bids import read_stimuli_table
+    from ..stimuli import read_stimuli_table
 
     known = {"folder", "column", "size", "epochs", "limit", "width", "batch_size", "lr", "device",
              "exclude_stimuli"}

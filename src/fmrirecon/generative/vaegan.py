@@ -447,7 +447,7 @@ def training_image_paths(stimuli_dir=None, folders: Sequence = ()) -> list[Path]
     -------
     list of Path
     """
-    from ..bids import read_stimuli_table, stimulus_sources
+    from ..stimuli import read_stimuli_table, stimulus_sources
     from ..simulate.stimuli import read_folder
 
     paths, sources = [], set()

@@ -63,7 +63,7 @@ class ReconstructionMethod(abc.ABC):
 
     #: The method reads an unpaired image folder; the workflow then passes the
     #: ``(family, source_file)`` of the study's stimuli to ``fit`` as
-    #: ``unpaired_exclude`` (:func:`fmrirecon.bids.stimulus_sources`), to leave out.
+    #: ``unpaired_exclude`` (:func:`fmrirecon.stimuli.stimulus_sources`), to leave out.
     uses_unpaired_images: ClassVar[bool] = False
 
     #: The method trains iteratively and accepts a ``checkpoint_dir`` parameter; the

@@ -2,12 +2,14 @@
 
 - :mod:`~fmrirecon.simulate.stimuli`: procedural stimulus images (shapes, letters,
   natural-image crops) or a deterministic sample of a folder of real images;
-- :mod:`~fmrirecon.simulate.encoding`: the brain, the pRF/CSS voxel encoding model
-  and the BOLD time series (HRF, drift, AR(1) noise, head motion);
+- :mod:`~fmrirecon.simulate.encoding`: the brain and the pRF/CSS voxel encoding model;
+- :mod:`~fmrirecon.simulate.bold`: the BOLD time series (HRF, drift, AR(1) noise,
+  head motion);
 - :mod:`~fmrirecon.simulate.higher`: optionally, a higher visual area whose voxels
   respond to a deep layer of a separately trained network;
-- :mod:`~fmrirecon.simulate.study`: the study design, the BIDS files and the ground
-  truth HDF5 (its layout is documented there).
+- :mod:`~fmrirecon.simulate.study`: the study design and the BIDS files;
+- :mod:`~fmrirecon.simulate.truth`: the ground truth HDF5 (its layout is documented
+  there).
 
 Typical use (``cfg`` is the config's ``simulate`` section; missing keys take
 :data:`DEFAULTS`)::
@@ -24,7 +26,6 @@ from .study import (
     IMAGERY_GAIN,
     STIMULUS_KEYS,
     bids_run_name,
-    read_truth_trials,
     simulate_subject,
     stimulus_settings,
     study_plan,
@@ -32,6 +33,7 @@ from .study import (
     write_stimuli,
     write_unpaired,
 )
+from .truth import read_truth_trials
 
 __all__ = [
     "DEFAULTS",

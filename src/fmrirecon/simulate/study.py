@@ -17,45 +17,8 @@ Stimuli are shared by all subjects and named ``train_0001.png``... then
 fields, noise and motion. Subject ``k`` (label ``f"{k:02d}"``, k from 1) draws
 everything from ``seed + k``.
 
-Ground truth (HDF5 at ``truth_path``)
--------------------------------------
-``voxel_ijk`` int32 (n_brain, 3)
-    Brain voxels (indices in the BOLD grid); the columns of every per-voxel array.
-``is_visual`` bool (n_brain,)
-``baseline`` float32 (n_brain,)
-    Mean intensity of each voxel.
-``trial_response`` float32 (n_trials, n_brain)
-    Noise-free peak response of each trial in percent signal change (0 outside
-    visual voxels). It is the amplitude of the trial's regressor (boxcar of the
-    trial duration convolved with the Glover HRF, scaled to a peak of 1).
-``trials/``
-    Columns ``task`` (str), ``run`` (int), ``onset``, ``duration`` (float, s),
-    ``stim_file`` (str, relative to ``stimuli/``): one entry per ``trial_response``
-    row, ordered by task (train, test, imagery), run, onset.
-``hrf_peak``, ``hrf_ratio`` float32 (n_brain,), only with ``hrf_peak_range``
-    Each voxel's HRF (:func:`~fmrirecon.simulate.encoding.double_gamma_hrf`); its
-    trial regressors are scaled to a peak of 1, so ``trial_response`` keeps its
-    meaning.
-``shared_loadings`` float32 (n_components, n_brain), only with ``shared_noise_components``
-    Spatial maps of the shared low-rank noise (its time courses are new each run).
-``runs/<task>_run-<nn>/translation`` float32 (n_vols, 3)
-    Head translation (mm, x y z) of each volume; the image content moved by
-    ``translation / voxel_size`` voxels (attributes ``task``, ``run``, ``n_vols``).
-``model/``
-    The encoding model of the visual voxels (in the order of ``is_visual``):
-    ``rf_center`` (n_visual, 2; x, y as fractions of the image side, y downwards),
-    ``rf_size`` (Gaussian sigma, same unit), ``exponent``, ``weights``
-    (n_visual, n_features; attribute ``features`` names the columns), ``gain``;
-    plus ``stim_file`` and ``stim_response`` (n_stimuli, n_visual) — the perceptual
-    response to every stimulus.
-``higher/``, only with ``higher_area``
-    The higher visual area (:class:`~fmrirecon.simulate.higher.HigherArea`): ``index``
-    (its voxels, into the visual voxels; their ``model/`` rows are unused), ``mean``,
-    ``scale``, ``weights`` (n_units, n_higher), ``offset``, ``exponent``, ``gain``;
-    attributes ``layer`` and ``fraction``. ``model/stim_response`` holds its responses.
-attributes
-    ``seed`` (the subject's seed), ``study_seed``, ``subject``, ``tr``,
-    ``affine``, ``shape``, ``signal_psc``, ``noise_psc``, ``imagery_gain``.
+The ground truth of each subject (what was drawn, in HDF5 at ``truth_path``) is
+written by :mod:`fmrirecon.simulate.truth`, whose docstring gives its layout.
 """
 
 from __future__ import annotations
@@ -65,12 +28,12 @@ import json
 import math
 from pathlib import Path
 
-import h5py
 import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from . import encoding, higher, stimuli
+from . import bold, encoding, higher, stimuli
+from .truth import SubjectTruth, write_truth
 
 DEFAULTS: dict = {
     "seed": 0,
@@ -482,7 +445,7 @@ def simulate_subject(cfg: dict | None, bids_dir: str | Path, subject: str,
     subject : str
         A label of ``study_plan(cfg)["subjects"]`` (e.g. ``"01"``).
     truth_path : path
-        HDF5 file for the ground truth (layout in the module docstring).
+        HDF5 file for the ground truth (layout in :mod:`fmrirecon.simulate.truth`).
     brain_features : path, optional
         With ``higher_area``: the brain network's features of the stimuli
         (:func:`fmrirecon.simulate.higher.brain_features`).
@@ -494,7 +457,27 @@ def simulate_subject(cfg: dict | None, bids_dir: str | Path, subject: str,
     plan = study_plan(c)
     if subject not in plan["subjects"]:
         raise ValueError(f"subject {subject!r} not in the plan {plan['subjects']}")
-    bids_dir, truth_path = Path(bids_dir), Path(truth_path)
+    bids_dir = Path(bids_dir)
+    images, deep = _subject_inputs(c, plan, bids_dir, brain_features)
+    subject_seed = c["seed"] + plan["subjects"].index(subject) + 1
+    # Independent streams, so e.g. changing the noise level keeps the same brain.
+    # (spawn(5)[:4] equals spawn(4): the higher area's stream leaves the others alone.)
+    model_rng, design_rng, noise_rng, imagery_rng, higher_rng = (
+        np.random.default_rng(s) for s in np.random.SeedSequence(subject_seed).spawn(5)
+    )
+    truth, t1w = _draw_subject(c, plan, images, deep, model_rng, design_rng, imagery_rng,
+                               higher_rng)
+    motions = _write_subject_files(c, plan, subject, bids_dir, truth, t1w, noise_rng)
+    write_truth(truth_path, truth, motions, {
+        "seed": subject_seed, "study_seed": c["seed"], "subject": subject, "tr": c["tr"],
+        "affine": truth.brain.affine, "shape": np.asarray(truth.brain.shape),
+        "signal_psc": c["signal_psc"], "noise_psc": c["noise_psc"],
+        "imagery_gain": IMAGERY_GAIN,
+    }, c["higher_area"])
+
+
+def _subject_inputs(c: dict, plan: dict, bids_dir: Path, brain_features):
+    """The stimulus images, and the brain network's features of them (or None)."""
     stim_paths = [bids_dir / "stimuli" / n for n in plan["stimuli"]]
     missing = [p for p in stim_paths if not p.exists()]
     if missing:
@@ -509,16 +492,14 @@ def simulate_subject(cfg: dict | None, bids_dir: str | Path, subject: str,
         deep = higher.read_brain_features(brain_features, plan["stimuli"], c["higher_area"]["layer"])
     from fmrirecon.images import load_images
 
-    images = load_images(stim_paths, c["image_size"], c["channels"])
+    return load_images(stim_paths, c["image_size"], c["channels"]), deep
+
+
+def _draw_subject(c: dict, plan: dict, images, deep, model_rng, design_rng, imagery_rng,
+                  higher_rng) -> tuple[SubjectTruth, object]:
+    """The subject's brain, encoding model, trials and their noise-free responses."""
     stim_index = {n: i for i, n in enumerate(plan["stimuli"])}
     stim_names = {"train": plan["stimuli"][: c["n_train"]], "test": plan["stimuli"][c["n_train"]:]}
-
-    subject_seed = c["seed"] + plan["subjects"].index(subject) + 1
-    # Independent streams, so e.g. changing the noise level keeps the same brain.
-    # (spawn(5)[:4] equals spawn(4): the higher area's stream leaves the others alone.)
-    model_rng, design_rng, noise_rng, imagery_rng, higher_rng = (
-        np.random.default_rng(s) for s in np.random.SeedSequence(subject_seed).spawn(5)
-    )
     brain = encoding.make_brain(c["volume_shape"], c["voxel_size_mm"], c["n_visual_voxels"], model_rng)
     model = encoding.draw_model(brain, model_rng, c["channels"], c["encoding_features"])
     model.calibrate(images, c["signal_psc"], model_rng)
@@ -530,9 +511,9 @@ def simulate_subject(cfg: dict | None, bids_dir: str | Path, subject: str,
         stim_response[:, area.index] = area.predict(deep)
     t1w = encoding.make_t1w(brain, model_rng)
     # Drawn last and only when asked, so the default study stays bit-identical.
-    hrf_params = (encoding.draw_hrf_params(len(brain.voxel_ijk), c["hrf_peak_range"], model_rng)
+    hrf_params = (bold.draw_hrf_params(len(brain.voxel_ijk), c["hrf_peak_range"], model_rng)
                   if c["hrf_peak_range"] is not None else None)
-    loadings = (encoding.shared_loadings(brain, c["shared_noise_components"], model_rng)
+    loadings = (bold.shared_loadings(brain, c["shared_noise_components"], model_rng)
                 if c["shared_noise_components"] > 0 else None)
 
     trials = _design(c, stim_names, design_rng)
@@ -545,7 +526,16 @@ def simulate_subject(cfg: dict | None, bids_dir: str | Path, subject: str,
     if imagery.any():
         noise = imagery_rng.normal(0, IMAGERY_NOISE * c["signal_psc"], (imagery.sum(), len(visual)))
         response[np.ix_(imagery, visual)] = IMAGERY_GAIN * stim_response[rows[imagery]] + noise
+    truth = SubjectTruth(brain=brain, model=model, stim_files=plan["stimuli"],
+                         stim_response=stim_response, trials=trials, response=response,
+                         hrf_params=hrf_params, loadings=loadings, area=area)
+    return truth, t1w
 
+
+def _write_subject_files(c: dict, plan: dict, subject: str, bids_dir: Path, truth: SubjectTruth,
+                         t1w, noise_rng) -> dict:
+    """Write the anatomy and every run's BOLD, sidecar and events; the runs' head motion."""
+    brain, trials, response = truth.brain, truth.trials, truth.response
     anat = bids_dir / f"sub-{subject}" / "anat"
     func = bids_dir / f"sub-{subject}" / "func"
     anat.mkdir(parents=True, exist_ok=True)
@@ -559,15 +549,15 @@ def simulate_subject(cfg: dict | None, bids_dir: str | Path, subject: str,
         keep = ((trials["task"] == task) & (trials["run"] == number)).to_numpy()
         table = trials[keep]
         n_vols = _n_vols(c, len(table))
-        shared = (encoding.shared_noise(n_vols, loadings, c["shared_noise_psc"], noise_rng)
-                  if loadings is not None else None)
-        data, translation = encoding.simulate_run(
+        shared = (bold.shared_noise(n_vols, truth.loadings, c["shared_noise_psc"], noise_rng)
+                  if truth.loadings is not None else None)
+        data, translation = bold.simulate_run(
             brain, response[keep], table["onset"].to_numpy(), c["trial_duration"], c["tr"],
             n_vols, c["noise_psc"], c["drift_psc"], c["motion_mm"], noise_rng,
-            hrf_params=hrf_params, shared=shared,
+            hrf_params=truth.hrf_params, shared=shared,
         )
         prefix = func / bids_run_name(subject, task, number)
-        nib.save(encoding.bold_image(data, brain.affine, c["tr"]), f"{prefix}_bold.nii.gz")
+        nib.save(bold.bold_image(data, brain.affine, c["tr"]), f"{prefix}_bold.nii.gz")
         _write_json(Path(f"{prefix}_bold.json"), {
             "TaskName": task,
             "TaskDescription": _TASK_DESCRIPTIONS[task],
@@ -576,58 +566,4 @@ def simulate_subject(cfg: dict | None, bids_dir: str | Path, subject: str,
         events = table[["onset", "duration"]].assign(trial_type="image", stim_file=table["stim_file"])
         events.to_csv(f"{prefix}_events.tsv", sep="\t", index=False, float_format="%.3f")
         motions[f"{task}_run-{number:02d}"] = (task, number, translation)
-
-    truth_path.parent.mkdir(parents=True, exist_ok=True)
-    text = h5py.string_dtype()
-    with h5py.File(truth_path, "w") as f:
-        f.create_dataset("voxel_ijk", data=brain.voxel_ijk.astype(np.int32))
-        f.create_dataset("is_visual", data=brain.is_visual)
-        ii, jj, kk = brain.voxel_ijk.T
-        f.create_dataset("baseline", data=brain.baseline[ii, jj, kk])
-        f.create_dataset("trial_response", data=response, compression="lzf")
-        g = f.create_group("trials")
-        g.create_dataset("task", data=trials["task"].to_numpy(dtype=object), dtype=text)
-        g.create_dataset("run", data=trials["run"].to_numpy(dtype=np.int32))
-        g.create_dataset("onset", data=trials["onset"].to_numpy(dtype=np.float64))
-        g.create_dataset("duration", data=trials["duration"].to_numpy(dtype=np.float64))
-        g.create_dataset("stim_file", data=trials["stim_file"].to_numpy(dtype=object), dtype=text)
-        g = f.create_group("runs")
-        for key, (task, number, translation) in motions.items():
-            d = g.create_group(key).create_dataset("translation", data=translation)
-            d.attrs.update({"task": task, "run": number, "n_vols": len(translation), "unit": "mm"})
-        g = f.create_group("model")
-        for name in ("rf_center", "rf_size", "exponent", "weights", "gain"):
-            g.create_dataset(name, data=getattr(model, name))
-        g["weights"].attrs["features"] = list(model.feature_names)
-        g.create_dataset("stim_file", data=np.asarray(plan["stimuli"], dtype=object), dtype=text)
-        g.create_dataset("stim_response", data=stim_response, compression="lzf")
-        if hrf_params is not None:
-            f.create_dataset("hrf_peak", data=hrf_params[:, 0].astype(np.float32))
-            f.create_dataset("hrf_ratio", data=hrf_params[:, 1].astype(np.float32))
-        if loadings is not None:
-            f.create_dataset("shared_loadings", data=loadings)
-        if area is not None:
-            g = f.create_group("higher")
-            for name in ("index", "mean", "scale", "weights", "offset", "exponent", "gain"):
-                g.create_dataset(name, data=getattr(area, name))
-            g.attrs.update({"layer": c["higher_area"]["layer"],
-                            "fraction": c["higher_area"]["fraction"]})
-        f.attrs.update({
-            "seed": subject_seed, "study_seed": c["seed"], "subject": subject, "tr": c["tr"],
-            "affine": brain.affine, "shape": np.asarray(brain.shape),
-            "signal_psc": c["signal_psc"], "noise_psc": c["noise_psc"],
-            "imagery_gain": IMAGERY_GAIN,
-        })
-
-
-def read_truth_trials(truth_path: str | Path) -> pd.DataFrame:
-    """The ``trials`` table of a ground-truth file, one row per ``trial_response`` row."""
-    with h5py.File(truth_path, "r") as f:
-        g = f["trials"]
-        return pd.DataFrame({
-            "task": g["task"].asstr()[()],
-            "run": g["run"][()],
-            "onset": g["onset"][()],
-            "duration": g["duration"][()],
-            "stim_file": g["stim_file"].asstr()[()],
-        })
+    return motions

@@ -103,7 +103,7 @@ def generalisation_metrics(model, data) -> dict:
     """
     from ...evaluation import summarise
 
-    from ...bids import stimulus_column
+    from ...stimuli import stimulus_column
 
     table = data.stimuli
     if table is None or "family" not in table:

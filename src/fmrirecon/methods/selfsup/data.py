@@ -25,7 +25,7 @@ def load_unpaired_images(folder: str | Path, size: int, channels: int, max_image
         Draw at most this many (without replacement, from ``seed``).
     exclude : iterable of (str, str)
         ``(folder name, file)`` of images to leave out, e.g. the study's own stimuli
-        (:func:`fmrirecon.bids.stimulus_sources`); pairs naming other folders are ignored.
+        (:func:`fmrirecon.stimuli.stimulus_sources`); pairs naming other folders are ignored.
     """
     from ...images import load_images
     from ...simulate.stimuli import read_folder

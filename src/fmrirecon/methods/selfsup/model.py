@@ -162,7 +162,7 @@ class SelfSupervisedReconstruction(Training, ReconstructionMethod):
         unpaired_exclude : iterable of (str, str)
             ``(folder name, file)`` of images to leave out of ``unpaired_folder``: the
             study's stimuli when the folder is the one they were drawn from
-            (:func:`fmrirecon.bids.stimulus_sources`).
+            (:func:`fmrirecon.stimuli.stimulus_sources`).
         """
         s = self.settings
         betas = np.asarray(betas, dtype=np.float32)
