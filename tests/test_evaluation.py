@@ -377,3 +377,17 @@ def test_identification_summary_of_decoded_vectors():
     assert identification_summary(decoded, true, seed=1) == identification_summary(decoded, true, seed=1)
     with pytest.raises(ValueError, match="3 decoded items for 20 true ones"):
         identification_summary(decoded[:3], true)
+
+
+def test_test_images_that_were_training_images_are_counted_by_name_or_pixels():
+    from fmrirecon.evaluation import seen_in_training
+
+    images = smooth_images(6, 8, seed=4)
+    train, test = images[:4], images[2:]  # test 0, 1 are training images 2, 3
+    names = ["a.png", "b.png", "c.png", "d.png"]
+    assert seen_in_training(test, ["c.png", "x.png", "e.png", "f.png"], train, names) == 2  # one by name
+    assert seen_in_training(test, ["y.png", "x.png", "e.png", "f.png"], train, names) == 2  # by pixels
+    assert seen_in_training(images[4:], ["e.png", "f.png"], train, names) == 0
+    _, summary = evaluate(test, test, ["c.png", "d.png", "e.png", "f.png"], n_way=(2,), n_boot=20,
+                          train_images=train, train_stim_files=names)
+    assert summary["images"]["in_training"] == 2

@@ -423,3 +423,16 @@ def test_build_report_shows_model_selection_near_the_metrics(outputs, tmp_path):
     # without validation records, no section
     html = build_report(outputs, {"evaluation": {"n_boot": 200}}, tmp_path / "plain.html").read_text()
     assert 'id="selection"' not in html
+
+
+def test_a_split_of_seen_images_is_named_in_the_warnings(tmp_path):
+    from fmrirecon.report import seen_in_training_warnings
+
+    records = []
+    for subject, seen in (("01", 10), ("02", 0)):
+        path = tmp_path / f"{subject}.json"
+        path.write_text(json.dumps({"images": {"n": 10, "in_training": seen}}))
+        records.append({"subject": subject, "method": "pca", "split": "test", "summary": path})
+    warnings = seen_in_training_warnings(records)
+    assert len(warnings) == 1
+    assert warnings[0].startswith("sub-01 test: 10 of 10 test images were also training images")

@@ -29,6 +29,7 @@ is read against what no brain data, or no new image, would give:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import zlib
@@ -343,8 +344,27 @@ def evaluate(
     # what was scored: the resolution goes into every header of the report
     summary["images"] = {"n": len(recon), "height": recon.shape[1], "width": recon.shape[2],
                          "channels": recon.shape[3],
-                         "n_train": None if train_images is None else len(train_images)}
+                         "n_train": None if train_images is None else len(train_images),
+                         "in_training": (None if train_images is None else
+                                         seen_in_training(true, stim_files, train_images, train_stim_files))}
     return per_image, summary
+
+
+def seen_in_training(true: np.ndarray, stim_files: Sequence[str], train_images: np.ndarray,
+                     train_stim_files: Sequence[str] | None = None) -> int:
+    """How many test images were also training images: same stimulus file, or the same
+    pixels at the evaluated resolution (datasets that name one image twice).
+
+    Such a test split measures held-out trials of seen images, not new images, and the
+    retrieval baseline can then be perfect; the report says so.
+    """
+    def digest(image):
+        return hashlib.sha1(np.ascontiguousarray(np.round(image, 6)).tobytes()).hexdigest()
+
+    names = set(map(str, train_stim_files)) if train_stim_files is not None else set()
+    pixels = {digest(image) for image in np.asarray(train_images, dtype=np.float64)}
+    return int(sum(str(name) in names or digest(image) in pixels
+                   for name, image in zip(stim_files, np.asarray(true, dtype=np.float64))))
 
 
 def _nan_to_none(obj):

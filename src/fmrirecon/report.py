@@ -986,6 +986,19 @@ def _extra(sections: Iterable[dict]) -> list[dict]:
     return out
 
 
+def seen_in_training_warnings(evaluations: Iterable[Mapping]) -> list[str]:
+    """One warning per subject and split whose test images were also training images
+    (``images.in_training`` of the evaluation summaries)."""
+    found = {}
+    for record in evaluations:
+        images = json.loads(Path(record["summary"]).read_text()).get("images") or {}
+        if images.get("in_training"):
+            found[(f"sub-{record['subject']}", str(record["split"]))] = (images["in_training"], images["n"])
+    return [f"{subject} {split}: {k} of {n} test images were also training images: this split measures "
+            "held-out trials of seen images, not new images, and retrieval can be near perfect"
+            for (subject, split), (k, n) in sorted(found.items())]
+
+
 def build_report(
     evaluations: list[Mapping],
     config: Mapping,
@@ -1070,6 +1083,7 @@ def build_report(
             warnings.append(f"{table['split']}: no weights for {', '.join(missing_weights)}: their "
                             "columns of the field's table are empty (README, \"The field's metrics\")")
             break
+    warnings += seen_in_training_warnings(evaluations)
     selection = _selection_groups(validation)
     replaced = [f"{g['subject']} {g['method']} ({g['outcome']['fallback'].replace('baseline pca', 'pca baseline')})"
                 for g in selection if g["outcome"].get("fallback")]
