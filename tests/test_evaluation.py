@@ -224,7 +224,8 @@ def test_evaluate_write_read_round_trip(tmp_path):
     assert per_image["stim_file"].tolist() == stims
     np.testing.assert_allclose(per_image["pixcorr"], pixcorr(recon, true))
     assert set(summary) == {"pixcorr", "ssim", "ident2", "nway", "images"}
-    assert summary["images"] == {"n": 12, "height": 10, "width": 10, "channels": 1, "n_train": None}
+    assert summary["images"] == {"n": 12, "height": 10, "width": 10, "channels": 1, "n_train": None,
+                                  "in_training": None}
     assert set(summary["nway"]) == {"2", "5", "20"}
     entries = [summary[m] for m in ("pixcorr", "ssim", "ident2")] + list(summary["nway"].values())
     for entry in entries:
