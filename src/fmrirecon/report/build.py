@@ -11,6 +11,7 @@ from typing import Iterable
 import jinja2
 import pandas as pd
 from markupsafe import Markup
+from matplotlib.figure import Figure
 
 from fmrirecon import __version__
 
@@ -113,6 +114,22 @@ def build_report(
         ``out_html``.
     """
     evaluations, field, quality = list(evaluations), list(field), list(quality)
+    metrics = _checked_metrics(evaluations, field, metrics)
+    settings = dict(config.get("report") or {})
+    n_boot = int((config.get("evaluation") or {}).get("n_boot", 2000))
+    seed = int(config.get("seed", 0))
+    extra = _extra(extra_sections or [])  # checked before any heavy work
+    page = _page(evaluations, metrics, field, quality, validation, settings, n_boot, seed)
+    html = _template().render(title=title, version=__version__, provenance=provenance_info,
+                              baseline_labels=BASELINE_LABELS, extra=extra, **page)
+    out_html = Path(out_html)
+    out_html.parent.mkdir(parents=True, exist_ok=True)
+    out_html.write_text(html, encoding="utf-8")
+    return out_html
+
+
+def _checked_metrics(evaluations: list[Mapping], field: list[Mapping], metrics: pd.DataFrame | None) -> pd.DataFrame:
+    # the long table given, or gathered from the records; either way with every column
     for record in evaluations:
         _check_record(record, ("subject", "method", "split", "summary"), "evaluation")
     if metrics is None:
@@ -120,11 +137,38 @@ def build_report(
     missing = set(METRIC_COLUMNS) - set(metrics.columns)
     if missing:
         raise ValueError(f"metrics table lacks columns {sorted(missing)}")
-    settings = dict(config.get("report") or {})
-    n_boot = int((config.get("evaluation") or {}).get("n_boot", 2000))
-    seed = int(config.get("seed", 0))
-    extra = _extra(extra_sections or [])  # checked before any heavy work
+    return metrics
 
+
+def _page(evaluations: list[Mapping], metrics: pd.DataFrame, field: list[Mapping], quality: list[Mapping],
+          validation: Iterable[Mapping], settings: Mapping, n_boot: int, seed: int) -> dict:
+    # the template's sections, in the order they are computed (warnings gather along the way)
+    splits, tables = _split_tables(evaluations, metrics, n_boot, seed)
+    quality_sections, warnings = _quality_sections(quality)
+    field_tables = _field_tables(field, n_boot, seed)
+    warnings += _field_warnings(field_tables)
+    warnings += seen_in_training_warnings(evaluations)
+    selection = _selection_groups(validation)
+    warnings += _selection_warnings(selection)
+    galleries = gallery(evaluations, columns=int(settings.get("gallery_columns", 10)),
+                        all_max=int(settings.get("gallery_all_max", 60)))
+    return {
+        "subjects": sorted({f"sub-{r['subject']}" for r in evaluations} | {q["subject"] for q in quality_sections}),
+        "methods": sorted({r["method"] for r in evaluations}),
+        "splits": splits,
+        "tables": tables,
+        "field_tables": field_tables,
+        "extra_metrics": _extra_metrics_table(metrics),
+        "selection": selection,
+        "quality": quality_sections,
+        "warnings": warnings,
+        "galleries": galleries,
+    }
+
+
+def _split_tables(evaluations: list[Mapping], metrics: pd.DataFrame, n_boot: int,
+                  seed: int) -> tuple[list[str], list[dict]]:
+    # the splits with standard metrics (test, imagery, then any other) and the table of each
     standard = metrics[metrics["metric"].isin([*_STANDARD, "nway"])]
     splits = [s for s in SPLITS if s in set(standard["split"])]
     splits += sorted(set(standard["split"]) - set(splits))
@@ -139,46 +183,33 @@ def build_report(
             "chance": _chance_cells(data, columns, split),
             "rows": _table_rows(data, columns, split),
             "mean_rows": _mean_rows(evaluations, columns, split, n_boot, seed),
-            "bars": (lambda f: figure_to_base64(f) if f is not None else None)(_bar_figure(data, split)),
-            "curve": (lambda f: figure_to_base64(f) if f is not None else None)(_nway_figure(data, split)),
+            "bars": _png_or_none(_bar_figure(data, split)),
+            "curve": _png_or_none(_nway_figure(data, split)),
         })
-    quality_sections, warnings = _quality_sections(quality)
-    field_tables = _field_tables(field, n_boot, seed)
+    return splits, tables
+
+
+def _png_or_none(fig: Figure | None) -> str | None:
+    return figure_to_base64(fig) if fig is not None else None
+
+
+def _field_warnings(field_tables: list[dict]) -> list[str]:
+    # one warning for the first split whose field's table misses networks' weights
     for table in field_tables:
         missing_weights = [n["name"] for n in table["networks"] if not n["found"]]
         if missing_weights:
-            warnings.append(f"{table['split']}: no weights for {', '.join(missing_weights)}: their "
-                            "columns of the field's table are empty (README, \"The field's metrics\")")
-            break
-    warnings += seen_in_training_warnings(evaluations)
-    selection = _selection_groups(validation)
+            return [f"{table['split']}: no weights for {', '.join(missing_weights)}: their "
+                    "columns of the field's table are empty (README, \"The field's metrics\")"]
+    return []
+
+
+def _selection_warnings(selection: list[dict]) -> list[str]:
+    # the fits a guard replaced (their test rows are the guard's model)
     replaced = [f"{g['subject']} {g['method']} ({g['outcome']['fallback'].replace('baseline pca', 'pca baseline')})"
                 for g in selection if g["outcome"].get("fallback")]
-    if replaced:
-        validated = sum(bool(g["entries"]) for g in selection)
-        warnings.append(f"validation on training pairs replaced {len(replaced)} of {validated} validated fits by a "
-                        f"guard's model: {', '.join(replaced)}; their test rows are that model's "
-                        "(Model selection)")
-    galleries = gallery(evaluations, columns=int(settings.get("gallery_columns", 10)),
-                        all_max=int(settings.get("gallery_all_max", 60)))
-    html = _template().render(
-        title=title,
-        version=__version__,
-        subjects=sorted({f"sub-{r['subject']}" for r in evaluations} | {q["subject"] for q in quality_sections}),
-        methods=sorted({r["method"] for r in evaluations}),
-        splits=splits,
-        tables=tables,
-        field_tables=field_tables,
-        extra_metrics=_extra_metrics_table(metrics),
-        selection=selection,
-        quality=quality_sections,
-        warnings=warnings,
-        galleries=galleries,
-        provenance=provenance_info,
-        baseline_labels=BASELINE_LABELS,
-        extra=extra,
-    )
-    out_html = Path(out_html)
-    out_html.parent.mkdir(parents=True, exist_ok=True)
-    out_html.write_text(html, encoding="utf-8")
-    return out_html
+    if not replaced:
+        return []
+    validated = sum(bool(g["entries"]) for g in selection)
+    return [f"validation on training pairs replaced {len(replaced)} of {validated} validated fits by a "
+            f"guard's model: {', '.join(replaced)}; their test rows are that model's "
+            "(Model selection)"]
