@@ -240,3 +240,24 @@ def test_fmriprep_names_line_up(tmp_path):
     # a derivatives folder without the space entity is not silently picked up
     assert not derivative_paths(deriv, "01", "train", "1")["bold"].exists()
     assert not derivative_paths(deriv, "01", "train", 1, space=space)["bold"].exists()  # run-01 != run-1
+
+
+def test_preflight_names_a_missing_file_or_dataset_before_any_job(tmp_path):
+    from fmrirecon.importers import check_betas
+
+    study = _study(5)
+    path = tmp_path / "data.npz"
+    np.savez(path, Xtr=study["train"], Xte=study["test"], Str=study["pool"][study["train_idx"]],
+             Ste=study["pool"][study["test_idx"]])
+    base = dict(file=str(path), train_responses="Xtr", test_responses="Xte",
+                train_stimuli="Str", test_stimuli="Ste")
+    check_betas(base)  # a valid spec passes
+    check_betas({**base, "test_stimuli": str(tmp_path)})  # an image folder instead of a dataset
+    with pytest.raises(ValueError, match=r"missing\.npz: betas file not found"):
+        check_betas({**base, "file": str(tmp_path / "missing.npz")})
+    with pytest.raises(ValueError, match=r"data\.npz: no dataset 'Xtrr' \(betas\.train_responses\)"):
+        check_betas({**base, "train_responses": "Xtrr"})
+    with pytest.raises(ValueError, match=r"no dataset 'Lte' \(betas\.test_labels\)"):
+        check_betas({**base, "test_labels": "Lte"})
+    with pytest.raises(ValueError, match=r"unknown betas key"):
+        check_betas({**base, "train_respones": "Xtr"})

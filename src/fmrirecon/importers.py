@@ -66,7 +66,7 @@ from PIL import Image
 from .betas import TRIAL_COLUMNS, Betas, write_betas
 from .reliability import add_reliability
 
-__all__ = ["DataFile", "open_data_file", "import_betas", "SPEC_DEFAULTS", "IMAGE_SUFFIXES"]
+__all__ = ["DataFile", "open_data_file", "import_betas", "check_betas", "SPEC_DEFAULTS", "IMAGE_SUFFIXES"]
 
 log = logging.getLogger(__name__)
 
@@ -375,6 +375,26 @@ def _check_spec(spec: dict) -> dict:
     if spec["reliability_split"] not in ("train", "test", "all"):
         raise ValueError(f"{name}: betas.reliability_split must be train, test or all")
     return spec
+
+
+def check_betas(spec: dict) -> None:
+    """Pre-flight of the ``betas:`` entry point, before any job: the spec's keys, the
+    data file (exists, readable, of a known format) and the names it must hold, and the
+    stimulus folder. Raises one ValueError naming the file or key.
+
+    Reading the arrays themselves, and the checks on their shapes and values, stay in
+    :func:`import_betas` (the job).
+    """
+    spec = _check_spec(spec)
+    data = open_data_file(spec["file"], spec["format"])
+    for key in ("train_responses", "test_responses", "train_labels", "test_labels", "train_runs",
+                "test_runs", "voxel_ijk", "affine", "train_stimuli", "test_stimuli", "stimulus_pool"):
+        value = spec[key]
+        folder_allowed = key.endswith(("stimuli", "pool"))  # a dataset name or an image folder
+        if isinstance(value, str) and value not in data and not (folder_allowed and Path(value).is_dir()):
+            data.read(value, key)  # raises, listing the names the file has
+    if spec["stimuli_folder"] is not None and not Path(spec["stimuli_folder"]).is_dir():
+        raise ValueError(f"{spec['stimuli_folder']}: betas.stimuli_folder not found")
 
 
 def _responses(data: DataFile, key: str, spec: dict) -> np.ndarray:

@@ -110,9 +110,14 @@ if IMPORTED:
             except BIDSInputError as _error:
                 stop(_error)
     else:
-        from fmrirecon.importers import SPEC_DEFAULTS
+        from fmrirecon.importers import SPEC_DEFAULTS, check_betas
 
         IMPORT_SPEC = {**SPEC_DEFAULTS, **config["betas"]}
+        if workflow.is_main_process:
+            try:
+                check_betas(config["betas"])  # the file and the names it must hold
+            except ValueError as _error:
+                stop(_error)
     BIDS = None
     STIM_SPEC = None
     MANIFEST = pd.DataFrame(columns=MANIFEST_COLUMNS)
