@@ -88,3 +88,18 @@ def test_imported_betas_get_histograms_and_nan_warnings(subject, tmp_path):
     with pytest.raises(ValueError, match="out_figures: expected keys"):
         subject_quality(tmp_path / "b.h5", tmp_path / "t.tsv", subject["tmp"] / "selected.nii.gz",
                         tmp_path / "q.json", {"brain": tmp_path / "x.png"})
+
+
+def test_runs_that_repeat_their_labels_across_sessions_are_counted_apart():
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from fmrirecon.quality import _counts
+
+    trials = pd.DataFrame({"split": "train", "session": ["01", "01", "02", "02"], "task": "train",
+                           "run": [1, 1, 1, 1], "stim_file": ["a.png", "b.png", "c.png", "d.png"]})
+    counts = _counts(SimpleNamespace(trials=trials, betas=np.zeros((4, 3))), np.ones(3, bool))
+    assert counts["splits"]["train"]["runs"] == 2
+    assert _counts(SimpleNamespace(trials=trials.drop(columns="session"), betas=np.zeros((4, 3))),
+                   np.ones(3, bool))["splits"]["train"]["runs"] == 1

@@ -56,7 +56,8 @@ def _counts(betas: Betas, selected: np.ndarray) -> dict:
     for split, rows in trials.groupby("split", sort=False):
         repeats = rows["stim_file"].value_counts()
         out["splits"][split] = {
-            "runs": int(rows[["task", "run"]].drop_duplicates().shape[0]),
+            # a run is its session, task and run label: labels repeat across sessions
+            "runs": int(rows[[c for c in ("session", "task", "run") if c in rows]].drop_duplicates().shape[0]),
             "trials": int(len(rows)),
             "images": int(len(repeats)),
             "repeats_min": int(repeats.min()), "repeats_median": float(repeats.median()),
