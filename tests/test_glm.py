@@ -162,7 +162,7 @@ def test_bad_events(dataset):
         load_trial_events(empty_onset, N_VOLS, TR)
 
 
-@pytest.mark.parametrize("method, noise_model", [("lsa", "ols"), ("lss", "ols"), ("lss", "ar1")])
+@pytest.mark.parametrize("method, noise_model", [("lsa", "ols"), ("lss", "ols"), ("lss", "ar1"), ("denoised", "ols")])
 def test_rank_deficient_design_is_refused(dataset, method, noise_model):
     """Two trials at one onset (a duplicated events row) cannot be told apart: the GLM
     refuses, naming both, instead of returning betas of 1e14."""

@@ -455,6 +455,17 @@ def _nuisance(frame_times, high_pass, confounds, drift_model: str = "cosine") ->
     return X.to_numpy()
 
 
+def _canonical_design(events: pd.DataFrame, frame_times: np.ndarray, nuisance: np.ndarray) -> np.ndarray:
+    """One run's single-trial design with the canonical (Glover) HRF: trials in events
+    order, then the nuisance columns."""
+    names = [f"trial{i:05d}" for i in range(len(events))]
+    frame = pd.DataFrame({"onset": events["onset"], "duration": events["duration"], "trial_type": names})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # partial HRFs at the end of a run
+        X = make_first_level_design_matrix(frame_times, frame, hrf_model="glover", drift_model=None)
+    return np.hstack([X[names].to_numpy(), nuisance])
+
+
 def denoised_betas(
     runs: list[dict],
     splits: dict,
@@ -495,7 +506,8 @@ def denoised_betas(
         the number of noise components.
     fit : DenoiseFit
     """
-    from fmrirecon.glm import CONFOUND_STRATEGIES, load_run, select_runs, subject_mask, trial_table
+    from fmrirecon.glm import (CONFOUND_STRATEGIES, check_design_rank, load_run, select_runs, subject_mask,
+                               trial_table)
 
     if confounds not in CONFOUND_STRATEGIES:
         raise ValueError(f"confounds must be one of {list(CONFOUND_STRATEGIES)}, got {confounds!r}")
@@ -508,8 +520,13 @@ def denoised_betas(
         events, Y, conf = load_run(run, mask, mask_ref, mask_name, confounds)
         frame_times = np.arange(Y.shape[0]) * float(run["tr"])
         data.append(Y.astype(np.float32))
+        nuisance = _nuisance(frame_times, high_pass, conf, drift_model)
+        # refused as the LSA/LSS path refuses it: no HRF of the library separates trials
+        # that the canonical one cannot (a shared onset, a trial the nuisance reproduces)
+        check_design_rank(_canonical_design(events, frame_times, nuisance), range(len(events)), events,
+                          run["events"])
         designs.append({"onsets": events["onset"].to_numpy(), "durations": events["duration"].to_numpy(),
-                        "frame_times": frame_times, "nuisance": _nuisance(frame_times, high_pass, conf, drift_model)})
+                        "frame_times": frame_times, "nuisance": nuisance})
         tables.append(events.assign(task=str(run["task"]), run=int(run["run"]), split=task_split[run["task"]]))
         del Y
     trials = trial_table(tables)
