@@ -5,12 +5,23 @@ from __future__ import annotations
 import difflib
 from pathlib import Path
 
-import jsonschema
 import yaml
 
 
 class ConfigError(ValueError):
     """A config key or value the schema rejects."""
+
+
+def unknown_key_message(where: str, key: str, known) -> str:
+    """One line naming an unknown ``key`` of ``where`` and its closest known key.
+
+    For the sections whose keys are not in the schema (``simulate``, each method's
+    settings); imports nothing beyond the standard library and PyYAML, so the rules'
+    environments can call it.
+    """
+    close = difflib.get_close_matches(str(key), [str(k) for k in known], n=1, cutoff=0.6)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"{where}: unknown key {key!r}{hint}; known: {', '.join(sorted(known))}"
 
 
 def check_config(config: dict, schema_path: str | Path) -> None:
@@ -19,6 +30,8 @@ def check_config(config: dict, schema_path: str | Path) -> None:
     ``snakemake.utils.validate`` fills defaults but reports an error with the whole
     schema attached; this states the key path and the problem in one line instead.
     """
+    import jsonschema  # Snakemake's dependency: the workflow's process has it, rule envs need not
+
     schema = yaml.safe_load(Path(schema_path).read_text())
     validator = jsonschema.Draft202012Validator(schema)
     error = jsonschema.exceptions.best_match(validator.iter_errors(config))
@@ -44,6 +57,8 @@ def fill_defaults(config: dict, schema_path: str | Path) -> dict:
     default. Call :func:`check_config` first: defaults are filled only where the config
     has the schema's shape.
     """
+    import jsonschema
+
     schema = yaml.safe_load(Path(schema_path).read_text())
     base = jsonschema.Draft202012Validator
     check_properties = base.VALIDATORS["properties"]

@@ -7,18 +7,11 @@ match); the ``validation`` key every entry takes is described here
 
 from __future__ import annotations
 
-import difflib
+from ..config import unknown_key_message  # the methods import it from here
 
 
 class SettingsError(ValueError):
     """A method setting that does not exist or has a bad value."""
-
-
-def unknown_key_message(where: str, key: str, known) -> str:
-    """One line naming an unknown ``key`` of ``where`` and its closest known key."""
-    close = difflib.get_close_matches(str(key), [str(k) for k in known], n=1, cutoff=0.6)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    return f"{where}: unknown key {key!r}{hint}; known: {', '.join(sorted(known))}"
 
 
 #: The keys of a method entry's ``validation`` setting and their defaults.

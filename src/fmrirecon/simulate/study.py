@@ -23,7 +23,6 @@ written by :mod:`fmrirecon.simulate.truth`, whose docstring gives its layout.
 
 from __future__ import annotations
 
-import difflib
 import json
 import math
 from pathlib import Path
@@ -32,6 +31,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
+from ..config import unknown_key_message
 from . import bold, encoding, higher, stimuli
 from .truth import SubjectTruth, write_truth
 
@@ -98,9 +98,7 @@ def _config(cfg: dict | None) -> dict:
     """``cfg`` merged over :data:`DEFAULTS`, checked (an unknown key is an error)."""
     unknown = sorted(set(cfg or {}) - set(DEFAULTS))
     if unknown:
-        close = difflib.get_close_matches(str(unknown[0]), list(DEFAULTS), n=1, cutoff=0.6)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ValueError(f"config['simulate']: unknown key {unknown[0]!r}{hint}; known: {', '.join(sorted(DEFAULTS))}")
+        raise ValueError(unknown_key_message("config['simulate']", unknown[0], DEFAULTS))
     c = {**DEFAULTS, **(cfg or {})}
     ints = ("seed", "subjects", "image_size", "channels", "n_train", "n_train_repeated",
             "n_test", "test_repeats", "imagery_repeats", "trials_per_run", "n_visual_voxels",
