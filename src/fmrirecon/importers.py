@@ -131,14 +131,25 @@ class DataFile:
 
 
 def _mat_v5(path: Path) -> DataFile:
-    from scipy.io import loadmat
+    from scipy.io import loadmat, whosmat
 
+    # the names from the variables' headers; the arrays on first read (the pre-flight,
+    # run before every workflow start, needs only the names)
     try:
-        data = loadmat(path, squeeze_me=False)
+        names = sorted(name for name, _, _ in whosmat(path) if not name.startswith("__"))
     except Exception as err:  # scipy raises several types for broken files
         raise ValueError(f"{path}: cannot read MATLAB file ({err})") from err
-    names = sorted(k for k in data if not k.startswith("__"))
-    return DataFile(path, "mat", names, lambda name: np.asarray(data[name]))
+    loaded = {}
+
+    def read(name):
+        if not loaded:
+            try:
+                loaded.update(loadmat(path, squeeze_me=False))
+            except Exception as err:
+                raise ValueError(f"{path}: cannot read MATLAB file ({err})") from err
+        return np.asarray(loaded[name])
+
+    return DataFile(path, "mat", names, read)
 
 
 def _h5_names(f: h5py.File, skip_refs: bool) -> list[str]:
