@@ -7,9 +7,11 @@ library's baselines from the same call, as the report shows them (the distinct t
 images of the run's trials table):
 
 - ``mean image``: the mean training image, for every test image;
-- ``retrieval``: the training image nearest (pixel correlation) to the reconstruction
-  (of the last entry listed; the report gives it per method);
+- ``retrieval``: the training image nearest (pixel correlation) to the reconstruction;
 - ``shuffled``: each reconstruction scored against another test image.
+
+Retrieval and shuffled depend on the reconstructions: the table lists them for the last
+entry (the report gives them per method).
 
 It also prints what validation on held-out training pairs chose for each entry (its
 ``_validation.json``). Usage::
