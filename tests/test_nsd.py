@@ -58,6 +58,9 @@ def test_design_reader_and_missing_files_are_named(nsd, tmp_path):
     assert any("subj03" in p and "no betas_sessionNN.hdf5" in p for p in problems)
     assert len(problems) == 2  # subj03: no betas, no ROI; subj01 fine
     assert not check_nsd({**NSD_DEFAULTS, "root": str(root), "subjects": [1, 2]})
+    inside = check_nsd({**NSD_DEFAULTS, "root": str(root), "subjects": [1, 2]}, results_dir=root / "results")
+    assert len(inside) == 1 and "results_dir is inside nsd.root" in inside[0]
+    assert not check_nsd({**NSD_DEFAULTS, "root": str(root), "subjects": [1, 2]}, results_dir=tmp_path / "out")
 
 
 @pytest.mark.slow

@@ -39,6 +39,7 @@ from PIL import Image
 
 from .betas import SOURCE_COLUMNS, TRIAL_COLUMNS, Betas, write_betas
 from .bids import Problems
+from .paths import is_inside
 from .reliability import add_reliability
 
 __all__ = ["NSD_DEFAULTS", "nsd_files", "check_nsd", "read_expdesign", "subject_trials",
@@ -125,11 +126,14 @@ def subject_trials(design: dict, subject: int, n_sessions: int) -> pd.DataFrame:
     return trials[TRIAL_COLUMNS + SOURCE_COLUMNS]
 
 
-def check_nsd(spec: dict, problems: Problems | None = None) -> Problems:
+def check_nsd(spec: dict, problems: Problems | None = None, results_dir=None) -> Problems:
     """Pre-flight of the ``nsd`` entry point: every file present and readable, shapes
-    that fit together (headers only; seconds)."""
+    that fit together (headers only; seconds), and ``results_dir`` (when given) outside
+    ``nsd.root``."""
     problems = Problems() if problems is None else problems
     root = Path(spec["root"] or "")
+    if results_dir is not None and spec["root"] and is_inside(results_dir, root):
+        problems.add(Path(results_dir), "results_dir is inside nsd.root; choose a folder outside the dataset")
     if not spec["root"] or not root.is_dir():
         problems.add(root, "nsd.root not found; it must hold nsddata/, nsddata_betas/ and nsddata_stimuli/")
         return problems

@@ -119,3 +119,10 @@ def run_key(row) -> str:
     """A run's name without suffix, unique within a dataset:
     ``sub-01_ses-02_task-train_run-01``."""
     return bids_name("", **run_entities(row))
+
+
+def is_inside(child: str | Path, parent: str | Path) -> bool:
+    """Whether ``child`` is ``parent`` or lies below it (symlinks resolved): a
+    results_dir there would write into a dataset."""
+    child, parent = Path(child).resolve(), Path(parent).resolve()
+    return child == parent or parent in child.parents

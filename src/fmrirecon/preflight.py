@@ -34,7 +34,7 @@ import pandas as pd
 from .bids import Problems
 from .events import design_settings, read_trials, run_splits
 from .stimuli import StimulusResolver
-from .paths import run_key
+from .paths import is_inside, run_key
 from .preprocess import derivative_files
 
 __all__ = ["Preflight", "preflight", "check_bids_study", "check_runs", "nifti_summary"]
@@ -127,11 +127,6 @@ class Preflight:
     trials: pd.DataFrame
     lines: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
-
-
-def _inside(child: Path, parent: Path) -> bool:
-    child, parent = child.resolve(), parent.resolve()
-    return child == parent or parent in child.parents
 
 
 def check_runs(manifest: pd.DataFrame, stimuli: dict, design: dict | None = None,
@@ -245,7 +240,7 @@ def preflight(manifest: pd.DataFrame, *, bids_dir, results_dir, design: dict, st
     """
     problems = Problems() if problems is None else problems
     bids_dir, results_dir = Path(bids_dir), Path(results_dir)
-    if _inside(results_dir, bids_dir):
+    if is_inside(results_dir, bids_dir):
         problems.add(results_dir, f"results_dir is inside bids_dir {bids_dir}: outputs would be "
                      "written into the raw dataset (and indexed as raw data next time); "
                      "choose a results_dir outside it")

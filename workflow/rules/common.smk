@@ -100,13 +100,7 @@ if IMPORTED:
         NSD_SPEC = {**NSD_DEFAULTS, **config["nsd"]}
         if workflow.is_main_process:
             try:
-                _results = Path(config["results_dir"]).resolve()
-                _problems = check_nsd(NSD_SPEC)
-                if NSD_SPEC["root"] and (
-                    _results == Path(NSD_SPEC["root"]).resolve() or Path(NSD_SPEC["root"]).resolve() in _results.parents
-                ):
-                    _problems.add(RESULTS, "results_dir is inside nsd.root; choose a folder outside the dataset")
-                _problems.raise_if_any()
+                check_nsd(NSD_SPEC, results_dir=RESULTS).raise_if_any()
             except BIDSInputError as _error:
                 stop(_error)
     else:
